@@ -1,0 +1,67 @@
+// Package app holds the services bound to the UI and the transports that
+// carry them: Wails bindings in the desktop app, and JSON over HTTP plus a
+// server-sent event stream for a browser or a cart tablet (web.go). Both are
+// built from one list of services (App.Services), so a method cannot be
+// bound on one side and forgotten on the other.
+//
+// The services are thin adapters: they call the core packages (netboot,
+// talos, store, ...) and return JSON-tagged structs. Core packages never
+// import this package or Wails.
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+)
+
+// Config is what the app needs to start.
+type Config struct {
+	Build   BuildInfo
+	DataDir string
+	Mode    Mode
+	// AdminPIN guards leaving kiosk mode.
+	AdminPIN string
+	// AuthRequired makes web clients log in with WebPIN.
+	AuthRequired bool
+	Logger       *slog.Logger
+}
+
+// App is the set of services and the event bus they publish on.
+type App struct {
+	Bus      *Bus
+	System   *System
+	Network  *Network
+	Settings *Settings
+	Shell    *Shell
+
+	log *slog.Logger
+}
+
+// New creates the data directory if needed and the services.
+func New(cfg Config) (*App, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	bus := NewBus()
+	settings, err := NewSettings(cfg.DataDir, bus)
+	if err != nil {
+		return nil, err
+	}
+	return &App{
+		Bus:      bus,
+		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
+		Network:  NewNetwork(),
+		Settings: settings,
+		Shell:    NewShell(cfg.Mode, cfg.AdminPIN, cfg.AuthRequired),
+		log:      cfg.Logger,
+	}, nil
+}
+
+// Services is the one list bound to Wails and served over HTTP.
+func (a *App) Services() []any {
+	return []any{a.System, a.Network, a.Settings, a.Shell}
+}
