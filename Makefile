@@ -20,7 +20,11 @@ APT_PACKAGES := build-essential pkg-config libgtk-3-dev libwebkit2gtk-4.1-dev li
 	tshark nginx-light \
 	qemu-system-x86 ovmf ipxe swtpm swtpm-tools busybox-static cpio sbsigntool
 
-.PHONY: all run serve build test test-go test-frontend e2e lint bench soak clean setup deps-apt deps-npm wails-cli frontend
+## dev: live-reloading development window (Wails CLI; frontend via Vite)
+dev: setup wails-cli
+	$(WAILS) dev -tags webkit2_41
+
+.PHONY: dev all run serve build test test-go test-frontend e2e lint bench soak clean setup deps-apt deps-npm wails-cli frontend
 
 all: build
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"onramp/app"
+	"onramp/app/cli"
 	"onramp/frontend"
 )
 
@@ -55,6 +56,11 @@ const usage = `Usage:
   onramp serve [--listen ADDR] [--data DIR] [--pin PIN]
                                                      the same UI over HTTP for a browser or tablet
   onramp version                                     versions of Onramp, Go and Talos machinery
+  onramp netboot --iface IF --data DIR [--mode auto|isolated|proxy] [--assets DIR] [--plan FILE]
+                                                     DHCP/TFTP/HTTP boot services, headless
+  onramp probe-dhcp --iface IF [--timeout 4s]       list DHCP servers answering on IF (exit 3 if any)
+  onramp talos gen --cluster NAME --endpoint URL --out DIR
+                                                     export Talos configs and talosconfig (mode 0600)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -64,6 +70,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return serve(ctx, args[1:], stderr)
 		case "version", "--version":
 			return printVersion(stdout)
+		case "netboot":
+			return cli.Netboot(ctx, args[1:], stdout, stderr)
+		case "probe-dhcp":
+			err := cli.ProbeDHCP(ctx, args[1:], stdout, stderr)
+			if errors.Is(err, cli.ErrFoundDHCP) {
+				return exitCode(3)
+			}
+			return err
+		case "talos":
+			if len(args) < 2 || args[1] != "gen" {
+				fmt.Fprint(stderr, usage)
+				return errors.New("talos: the only subcommand is gen")
+			}
+			return cli.TalosGen(ctx, args[2:], stdout, stderr)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usage)
 			return nil

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"onramp/app"
+	"onramp/netboot"
+	"onramp/netboot/dhcp"
+	"onramp/netboot/server"
+)
+
+const netbootUsage = `Usage:
+  onramp netboot --iface IF [--mode auto|isolated|proxy] --data DIR [--assets DIR]
+                 [--plan plan.json] [--http-port 8080] [--allow-foreign-dhcp]
+
+Serves DHCP (or proxyDHCP), TFTP and HTTP boot on IF only, headless, with JSON logs
+on stderr and one JSON event per line on stdout. The boot plan says what each
+machine boots (see app/bootplan.go); without one, machines get iPXE and are told
+to boot from their disks.
+
+`
+
+// Netboot implements `onramp netboot`.
+func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("onramp netboot", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	fset.Usage = func() { fmt.Fprint(fset.Output(), netbootUsage); fset.PrintDefaults() }
+	iface := fset.String("iface", "", "the interface cabled to the cart switch (required)")
+	mode := fset.String("mode", "auto", "auto | isolated | proxy")
+	data := fset.String("data", "", "data directory for leases (required)")
+	assets := fset.String("assets", "", "boot assets, served under /assets/")
+	plan := fset.String("plan", "", "boot plan JSON file")
+	ipxeDir := fset.String("ipxe-dir", "/usr/lib/ipxe", "directory with the iPXE binaries")
+	httpPort := fset.Int("http-port", 8080, "HTTP port for scripts and assets")
+	rate := fset.Int64("rate-limit", 0, "bytes/s per client on HTTP downloads (0 = off)")
+	allowForeign := fset.Bool("allow-foreign-dhcp", false, "start isolated mode even if another DHCP server answers")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if *iface == "" || *data == "" {
+		fset.Usage()
+		return errors.New("netboot: --iface and --data are required")
+	}
+	m, err := server.ParseMode(*mode)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*data, 0o700); err != nil {
+		return fmt.Errorf("netboot: %w", err)
+	}
+	var booter netboot.Booter
+	if *plan != "" {
+		p, err := app.LoadBootPlan(*plan)
+		if err != nil {
+			return err
+		}
+		booter = p
+	} else {
+		p, _ := app.NewBootPlan(app.PlanSpec{})
+		booter = p
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	events := newJSONLines(stdout)
+	if *allowForeign {
+		log.Warn("--allow-foreign-dhcp given: isolated mode will start even beside another DHCP server")
+	}
+	srv, err := server.New(server.Config{
+		Iface: *iface, Mode: m, AllowForeign: *allowForeign, DataDir: *data,
+		AssetsDir: *assets, IPXEDir: *ipxeDir, HTTPPort: *httpPort, RateLimit: *rate,
+		Booter: booter, Sink: events, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	return srv.Run(ctx)
+}
+
+const probeUsage = `Usage:
+  onramp probe-dhcp --iface IF [--timeout 4s]
+
+Sends DHCP DISCOVERs on IF and lists every server that answers. Exit status 0 when
+none answers, 3 when any does.
+
+`
+
+// ErrFoundDHCP is returned by ProbeDHCP when a server answered (exit 3).
+var ErrFoundDHCP = errors.New("a DHCP server answered")
+
+// ProbeDHCP implements `onramp probe-dhcp`.
+func ProbeDHCP(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fset := flag.NewFlagSet("onramp probe-dhcp", flag.ContinueOnError)
+	fset.SetOutput(stderr)
+	fset.Usage = func() { fmt.Fprint(fset.Output(), probeUsage); fset.PrintDefaults() }
+	iface := fset.String("iface", "", "interface to probe (required)")
+	timeout := fset.Duration("timeout", 4*time.Second, "how long to listen for answers")
+	if err := fset.Parse(args); err != nil {
+		return err
+	}
+	if *iface == "" {
+		fset.Usage()
+		return errors.New("probe-dhcp: --iface is required")
+	}
+	found, err := dhcp.Probe(ctx, *iface, *timeout)
+	if err != nil {
+		return fmt.Errorf("probe-dhcp: %w", err)
+	}
+	if len(found) == 0 {
+		fmt.Fprintf(stdout, "no DHCP server answered on %s within %s\n", *iface, *timeout)
+		return nil
+	}
+	for _, f := range found {
+		fmt.Fprintln(stdout, f.String())
+	}
+	return ErrFoundDHCP
+}
