@@ -152,6 +152,7 @@ func desktop(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	return app.RunDesktop(ctx, a, frontend.UI())
 }
 
@@ -172,6 +173,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer a.Close()
 	web, err := app.NewWeb(a, app.WebConfig{Listen: *listen, PIN: *pin, UI: frontend.UI(), Logger: log})
 	if err != nil {
 		return err

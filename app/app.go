@@ -34,6 +34,8 @@ type App struct {
 	Network  *Network
 	Settings *Settings
 	Shell    *Shell
+	Netboot  *Netboot
+	Machines *Machines
 
 	log *slog.Logger
 }
@@ -51,8 +53,15 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own binary: %w", err)
+	}
+	machines := NewMachines(bus)
 	return &App{
 		Bus:      bus,
+		Machines: machines,
+		Netboot:  NewNetboot(exe, cfg.DataDir, machines, bus, cfg.Logger),
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
 		Network:  NewNetwork(),
 		Settings: settings,
@@ -63,5 +72,8 @@ func New(cfg Config) (*App, error) {
 
 // Services is the one list bound to Wails and served over HTTP.
 func (a *App) Services() []any {
-	return []any{a.System, a.Network, a.Settings, a.Shell}
+	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot}
 }
+
+// Close stops what the services started (the boot services).
+func (a *App) Close() { a.Netboot.close() }

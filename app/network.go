@@ -37,6 +37,8 @@ type Interface struct {
 	DefaultRoute bool   `json:"defaultRoute"`
 	CartHint     bool   `json:"cartHint"`
 	Hint         string `json:"hint"`
+	// Lab is true for the virtual lab's network, which is not a host NIC.
+	Lab bool `json:"lab"`
 }
 
 // Interfaces lists the host's network interfaces, cart-switch candidates first.
@@ -74,6 +76,12 @@ func (n *Network) Interfaces() ([]Interface, error) {
 		it.DefaultRoute = defIfs[nic.Name]
 		it.CartHint, it.Hint = cartHint(it)
 		out = append(out, it)
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", LabNamespace)); err == nil {
+		out = append(out, Interface{
+			Name: LabIface, Addrs: []string{"10.77.0.1/24"}, Up: true, Carrier: true, Virtual: true, Lab: true,
+			CartHint: true, Hint: "the virtual lab: QEMU machines on a private network (onramp lab up)",
+		})
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		if out[i].CartHint != out[j].CartHint {

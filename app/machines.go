@@ -1,0 +1,108 @@
+package app
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"onramp/netboot"
+)
+
+// Machines keeps every machine seen on the cart network with its timeline,
+// built from the boot services' events. It is the Discover step's model.
+type Machines struct {
+	bus *Bus
+
+	mu   sync.Mutex
+	byID map[string]*MachineView
+}
+
+// MachineView is one machine as the UI shows it.
+type MachineView struct {
+	MAC       string          `json:"mac"`
+	UUID      string          `json:"uuid,omitempty"`
+	Arch      string          `json:"arch,omitempty"`
+	IP        string          `json:"ip,omitempty"`
+	Stage     string          `json:"stage"` // dhcp | tftp | http | ignored | error
+	Problem   string          `json:"problem,omitempty"`
+	FirstSeen time.Time       `json:"firstSeen"`
+	LastSeen  time.Time       `json:"lastSeen"`
+	Timeline  []netboot.Event `json:"timeline"`
+}
+
+// Bounds against floods of random MACs and chatty clients.
+const (
+	maxMachines           = 1024
+	maxTimelinePerMachine = 200
+)
+
+// NewMachines returns an empty registry publishing "netboot:machine" on bus.
+func NewMachines(bus *Bus) *Machines {
+	return &Machines{bus: bus, byID: make(map[string]*MachineView)}
+}
+
+// Emit implements netboot.Sink: events with a MAC land on that machine.
+func (m *Machines) Emit(e netboot.Event) {
+	if m.bus != nil {
+		m.bus.Publish("netboot:event", e)
+	}
+	if e.MAC == "" {
+		return
+	}
+	m.mu.Lock()
+	v, ok := m.byID[e.MAC]
+	if !ok {
+		if len(m.byID) >= maxMachines {
+			m.mu.Unlock()
+			return
+		}
+		v = &MachineView{MAC: e.MAC, FirstSeen: e.Time, Stage: "dhcp"}
+		m.byID[e.MAC] = v
+	}
+	v.LastSeen = e.Time
+	if e.UUID != "" {
+		v.UUID = e.UUID
+	}
+	if e.Arch != "" {
+		v.Arch = e.Arch
+	}
+	if e.IP != "" && (e.Kind == netboot.EventDHCPAck || v.IP == "") {
+		v.IP = e.IP
+	}
+	switch e.Kind {
+	case netboot.EventTFTPStart, netboot.EventTFTPDone:
+		v.Stage, v.Problem = "tftp", ""
+	case netboot.EventHTTPStart, netboot.EventHTTPDone, netboot.EventIPXEScript:
+		v.Stage, v.Problem = "http", ""
+	case netboot.EventDHCPIgnored:
+		v.Stage, v.Problem = "ignored", e.Err
+	case netboot.EventTFTPError, netboot.EventHTTPError, netboot.EventDHCPNak:
+		if e.Err != "" {
+			v.Problem = e.Err
+		}
+	}
+	v.Timeline = append(v.Timeline, e)
+	if len(v.Timeline) > maxTimelinePerMachine {
+		v.Timeline = append(v.Timeline[:0], v.Timeline[len(v.Timeline)-maxTimelinePerMachine:]...)
+	}
+	snap := *v
+	snap.Timeline = append([]netboot.Event(nil), v.Timeline...)
+	m.mu.Unlock()
+	if m.bus != nil {
+		m.bus.Publish("netboot:machine", snap)
+	}
+}
+
+// List returns every machine, first seen first.
+func (m *Machines) List() []MachineView {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]MachineView, 0, len(m.byID))
+	for _, v := range m.byID {
+		c := *v
+		c.Timeline = append([]netboot.Event(nil), v.Timeline...)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].FirstSeen.Before(out[j].FirstSeen) })
+	return out
+}
