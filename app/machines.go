@@ -1,11 +1,13 @@
 package app
 
 import (
+	"maps"
 	"sort"
 	"sync"
 	"time"
 
 	"onramp/netboot"
+	"onramp/talos/discover"
 )
 
 // Machines keeps every machine seen on the cart network with its timeline,
@@ -19,15 +21,18 @@ type Machines struct {
 
 // MachineView is one machine as the UI shows it.
 type MachineView struct {
-	MAC       string          `json:"mac"`
-	UUID      string          `json:"uuid,omitempty"`
-	Arch      string          `json:"arch,omitempty"`
-	IP        string          `json:"ip,omitempty"`
-	Stage     string          `json:"stage"` // dhcp | tftp | http | ignored | error
-	Problem   string          `json:"problem,omitempty"`
-	FirstSeen time.Time       `json:"firstSeen"`
-	LastSeen  time.Time       `json:"lastSeen"`
-	Timeline  []netboot.Event `json:"timeline"`
+	MAC     string `json:"mac"`
+	UUID    string `json:"uuid,omitempty"`
+	Arch    string `json:"arch,omitempty"`
+	IP      string `json:"ip,omitempty"`
+	Stage   string `json:"stage"` // dhcp | tftp | http | ignored | error
+	Problem string `json:"problem,omitempty"`
+	// Attrs is what the node said about itself in maintenance mode
+	// (vendor, product, serial, secureBoot, tpm, fingerprint, disks).
+	Attrs     map[string]string `json:"attrs,omitempty"`
+	FirstSeen time.Time         `json:"firstSeen"`
+	LastSeen  time.Time         `json:"lastSeen"`
+	Timeline  []netboot.Event   `json:"timeline"`
 }
 
 // Bounds against floods of random MACs and chatty clients.
@@ -74,6 +79,12 @@ func (m *Machines) Emit(e netboot.Event) {
 		v.Stage, v.Problem = "tftp", ""
 	case netboot.EventHTTPStart, netboot.EventHTTPDone, netboot.EventIPXEScript:
 		v.Stage, v.Problem = "http", ""
+	case discover.EventMaintenance:
+		v.Stage, v.Problem = "maintenance", ""
+		if v.Attrs == nil {
+			v.Attrs = map[string]string{}
+		}
+		maps.Copy(v.Attrs, e.Attrs)
 	case netboot.EventDHCPIgnored:
 		v.Stage, v.Problem = "ignored", e.Err
 	case netboot.EventTFTPError, netboot.EventHTTPError, netboot.EventDHCPNak:
@@ -85,8 +96,7 @@ func (m *Machines) Emit(e netboot.Event) {
 	if len(v.Timeline) > maxTimelinePerMachine {
 		v.Timeline = append(v.Timeline[:0], v.Timeline[len(v.Timeline)-maxTimelinePerMachine:]...)
 	}
-	snap := *v
-	snap.Timeline = append([]netboot.Event(nil), v.Timeline...)
+	snap := v.clone()
 	m.mu.Unlock()
 	if m.bus != nil {
 		m.bus.Publish("netboot:machine", snap)
@@ -99,10 +109,15 @@ func (m *Machines) List() []MachineView {
 	defer m.mu.Unlock()
 	out := make([]MachineView, 0, len(m.byID))
 	for _, v := range m.byID {
-		c := *v
-		c.Timeline = append([]netboot.Event(nil), v.Timeline...)
-		out = append(out, c)
+		out = append(out, v.clone())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].FirstSeen.Before(out[j].FirstSeen) })
 	return out
+}
+
+func (v *MachineView) clone() MachineView {
+	c := *v
+	c.Timeline = append([]netboot.Event(nil), v.Timeline...)
+	c.Attrs = maps.Clone(v.Attrs)
+	return c
 }

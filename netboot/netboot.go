@@ -134,6 +134,9 @@ type Event struct {
 	Iface    string        `json:"iface,omitempty"`
 	Detail   string        `json:"detail,omitempty"`
 	Err      string        `json:"error,omitempty"`
+	// Attrs carries what later stages learn about the machine (vendor,
+	// serial, SecureBoot, TPM, ...), keyed by short lower-case names.
+	Attrs map[string]string `json:"attrs,omitempty"`
 }
 
 // Sink receives events. Emit must not block for long: servers call it on

@@ -10,10 +10,13 @@ import (
 	"os"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"onramp/app"
 	"onramp/netboot"
 	"onramp/netboot/dhcp"
 	"onramp/netboot/server"
+	"onramp/talos/discover"
 )
 
 const netbootUsage = `Usage:
@@ -40,6 +43,7 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ipxeDir := fset.String("ipxe-dir", "/usr/lib/ipxe", "directory with the iPXE binaries")
 	httpPort := fset.Int("http-port", 8080, "HTTP port for scripts and assets")
 	rate := fset.Int64("rate-limit", 0, "bytes/s per client on HTTP downloads (0 = off)")
+	discoverNodes := fset.Bool("discover", true, "look at each leased machine's Talos maintenance API (port 50000)")
 	allowForeign := fset.Bool("allow-foreign-dhcp", false, "start isolated mode even if another DHCP server answers")
 	if err := fset.Parse(args); err != nil {
 		return err
@@ -71,15 +75,27 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *allowForeign {
 		log.Warn("--allow-foreign-dhcp given: isolated mode will start even beside another DHCP server")
 	}
+	// Every machine that gets a lease is looked at once it answers in
+	// Talos maintenance mode; the finding goes on its timeline.
+	disc := discover.New(discover.Config{Next: events, Logger: log})
+	var sink netboot.Sink = disc
+	if !*discoverNodes {
+		sink = events
+	}
 	srv, err := server.New(server.Config{
 		Iface: *iface, Mode: m, AllowForeign: *allowForeign, DataDir: *data,
 		AssetsDir: *assets, IPXEDir: *ipxeDir, HTTPPort: *httpPort, RateLimit: *rate,
-		Booter: booter, Sink: events, Logger: log,
+		Booter: booter, Sink: sink, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
-	return srv.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Run(gctx) })
+	if *discoverNodes {
+		g.Go(func() error { return disc.Run(gctx) })
+	}
+	return g.Wait()
 }
 
 const probeUsage = `Usage:
