@@ -17,7 +17,7 @@ LISTEN     ?= 127.0.0.1:8080
 APT_PACKAGES := build-essential pkg-config libgtk-3-dev libwebkit2gtk-4.1-dev libssl-dev \
 	xvfb xauth x11-utils chromium \
 	iproute2 curl tftp-hpa tftpd-hpa udhcpc isc-dhcp-client kea-dhcp4-server kea-admin \
-	tshark nginx-light \
+	tshark nginx-light ndisc6 \
 	qemu-system-x86 ovmf ipxe swtpm swtpm-tools busybox-static cpio sbsigntool
 
 ## dev: live-reloading development window (Wails CLI; frontend via Vite)

@@ -2,7 +2,7 @@
 // technician chose: DHCP (isolated: full DHCP; proxy: proxyDHCP on 67 and
 // 4011 beside the site's server), TFTP for the iPXE binaries, HTTP for the
 // iPXE script and the boot assets, and in isolated mode a watch for foreign
-// DHCP servers. All of them run under one errgroup: when one fails, all stop.
+// DHCP servers and IPv6 router advertisements. All of them run under one errgroup: when one fails, all stop.
 //
 // Mode "auto" probes the cart network first: no DHCP server answering →
 // isolated; one answering → proxy. "isolated" refuses to start beside a
@@ -28,6 +28,7 @@ import (
 	"onramp/netboot"
 	"onramp/netboot/dhcp"
 	"onramp/netboot/httpboot"
+	"onramp/netboot/ra"
 	"onramp/netboot/tftp"
 )
 
@@ -251,6 +252,20 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("netboot: %w", err)
 		}
 		g.Go(func() error { return watch.Run(gctx) })
+		// Router advertisements (router lifetime 0: nobody routes through
+		// us) end iPXE's ~13 s wait for IPv6 autoconfiguration per stage.
+		adv, err := ra.New(ra.Config{Iface: cfg.Iface, Logger: cfg.Logger})
+		if err != nil {
+			return fmt.Errorf("netboot: %w", err)
+		}
+		g.Go(func() error {
+			// Without IPv6 on the interface booting only gets slower:
+			// say so, keep serving.
+			if err := adv.Run(gctx); err != nil {
+				s.log.Warn("router advertisements stopped; iPXE will wait ~13 s per stage for IPv6", "err", err)
+			}
+			return nil
+		})
 	}
 	return g.Wait()
 }
