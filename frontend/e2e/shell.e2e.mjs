@@ -1,0 +1,271 @@
+#!/usr/bin/env node
+// End-to-end check of the Onramp shell in headless Debian Chromium, driven by
+// playwright-core (no browser download). Run against a live `onramp serve`:
+//
+//   ONRAMP_URL=http://127.0.0.1:18080 ONRAMP_EXPECT_DATADIR=/tmp/x npm run e2e
+//
+// Env:
+//   ONRAMP_URL              base URL (default http://127.0.0.1:18080)
+//   ONRAMP_EXPECT_DATADIR   System page must show exactly this data dir
+//   ONRAMP_EXPECT_VERSION   System page must show exactly this version
+//   ONRAMP_PIN              access PIN, used if the PIN screen appears
+//   ONRAMP_SCREENSHOT       PNG path (default ../build/e2e/shell.png from frontend/)
+//   ONRAMP_CHROMIUM         browser binary (default /usr/bin/chromium)
+//   ONRAMP_E2E_TIMEOUT_MS   whole-run limit (default 90000)
+//
+// Exits non-zero with a message on the first failure; prints
+// "N passed, N failed" last.
+
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const env = process.env;
+const baseURL = (env.ONRAMP_URL ?? 'http://127.0.0.1:18080').replace(/\/+$/, '');
+const expectDataDir = env.ONRAMP_EXPECT_DATADIR ?? '';
+const expectVersion = env.ONRAMP_EXPECT_VERSION ?? '';
+const pin = env.ONRAMP_PIN ?? '';
+const shotEnv = env.ONRAMP_SCREENSHOT ?? '';
+const screenshot = shotEnv
+  ? isAbsolute(shotEnv)
+    ? shotEnv
+    : resolve(process.cwd(), shotEnv)
+  : resolve(here, '..', '..', 'build', 'e2e', 'shell.png');
+const executablePath = env.ONRAMP_CHROMIUM ?? '/usr/bin/chromium';
+const limitMs = Number(env.ONRAMP_E2E_TIMEOUT_MS ?? 90_000);
+const WAIT = 15_000;
+
+// The visit's steps as the UI must show them (src/lib/steps.ts).
+const STEPS = [
+  ['site', 'Site', 'not-yet'],
+  ['network', 'Network', 'network'],
+  ['discover', 'Discover', 'discover'],
+  ['secureboot', 'SecureBoot', 'not-yet'],
+  ['install', 'Install', 'not-yet'],
+  ['verify', 'Verify', 'not-yet'],
+  ['handoff', 'Handoff', 'not-yet'],
+  ['report', 'Report', 'not-yet'],
+  ['system', 'System', 'system'],
+];
+
+let passed = 0;
+let failed = 0;
+const t0 = Date.now();
+
+function log(msg) {
+  console.log(`[e2e ${((Date.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+}
+
+class Failure extends Error {}
+
+function fail(msg) {
+  throw new Failure(msg);
+}
+
+async function check(name, fn) {
+  try {
+    await fn();
+    passed++;
+    log(`ok   ${name}`);
+  } catch (err) {
+    failed++;
+    const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
+    log(`FAIL ${name}: ${msg}`);
+    throw err;
+  }
+}
+
+const userDataDir = mkdtempSync(join(tmpdir(), 'onramp-e2e-'));
+let context;
+const pageErrors = [];
+const consoleErrors = [];
+
+const watchdog = setTimeout(() => {
+  console.error(`e2e: FAILED: no result after ${limitMs} ms`);
+  console.log(`${passed} passed, ${failed + 1} failed`);
+  process.exit(1);
+}, limitMs);
+
+async function textOf(page, selector) {
+  const el = page.locator(selector);
+  await el.first().waitFor({ state: 'visible', timeout: WAIT });
+  return (await el.first().innerText()).trim();
+}
+
+async function unlockIfAsked(page) {
+  const pinScreen = page.locator('[data-testid=pin-screen]');
+  const connected = page.locator('[data-testid=connection][data-state=connected]');
+  await Promise.race([
+    pinScreen.waitFor({ state: 'visible', timeout: WAIT }).catch(() => {}),
+    connected.waitFor({ state: 'visible', timeout: WAIT }).catch(() => {}),
+  ]);
+  if (!(await pinScreen.isVisible())) return;
+  if (!pin) fail('the app asks for an access PIN; set ONRAMP_PIN');
+  await page.locator('[data-testid=pin-input]').fill(pin);
+  await page.locator('[data-testid=pin-submit]').click();
+  await pinScreen.waitFor({ state: 'hidden', timeout: WAIT }).catch(async () => {
+    const why = await page.locator('[data-testid=pin-error]').innerText().catch(() => '');
+    fail(`PIN not accepted${why ? `: ${why}` : ''}`);
+  });
+}
+
+async function main() {
+  log(`base URL ${baseURL}, browser ${executablePath}`);
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    viewport: { width: 1024, height: 600 },
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--disable-quic',
+    ],
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.setDefaultTimeout(WAIT);
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  page.on('console', (m) => {
+    if (m.type() === 'error') consoleErrors.push(m.text());
+  });
+
+  await check('app loads', async () => {
+    const res = await page.goto(baseURL + '/', { waitUntil: 'domcontentloaded' });
+    if (!res || !res.ok()) fail(`GET ${baseURL}/ answered ${res ? res.status() : 'nothing'}`);
+    await page.locator('[data-testid=page-title]').waitFor({ state: 'visible' });
+    await unlockIfAsked(page);
+  });
+
+  await check('connection indicator says connected', async () => {
+    const ind = page.locator('[data-testid=connection]');
+    try {
+      await page.locator('[data-testid=connection][data-state=connected]').waitFor({ state: 'visible' });
+    } catch {
+      fail(`indicator is "${await ind.getAttribute('data-state').catch(() => '?')}", not connected`);
+    }
+    const label = (await ind.innerText()).trim();
+    if (label !== 'Connected') fail(`indicator label is "${label}"`);
+  });
+
+  for (const [id, title, kind] of STEPS) {
+    await check(`step ${title} renders`, async () => {
+      await page.locator(`[data-testid=nav-${id}]`).click();
+      await page.waitForURL((u) => u.hash === `#/${id}`);
+      const h1 = await textOf(page, '[data-testid=page-title]');
+      if (h1 !== title) fail(`heading is "${h1}", want "${title}"`);
+      const current = await page.locator(`[data-testid=nav-${id}]`).getAttribute('aria-current');
+      if (current !== 'page') fail('nav item is not marked current');
+      if (kind === 'not-yet') {
+        const panel = await textOf(page, '[data-testid=not-yet]');
+        if (!/Not yet available/.test(panel) || !/Comes with/.test(panel)) fail('placeholder panel does not say what brings it');
+      } else if (kind === 'discover') {
+        await page.locator('[data-testid=machines], [data-testid=machines-empty]').first().waitFor({ state: 'visible' });
+        const count = await textOf(page, '[data-testid=machine-count]');
+        const serving = await page.locator('[data-testid=discover-status] .badge').first().innerText();
+        log(`     ${count}, ${serving.trim().toLowerCase()}`);
+        mkdirSync(dirname(screenshot), { recursive: true });
+        await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-discover.png' });
+      } else if (kind === 'network') {
+        await page.locator('[data-testid=netboot-panel]').waitFor({ state: 'visible' });
+        await page.locator('[data-testid=iface-list] > li').first().waitFor({ state: 'visible' });
+        const n = await page.locator('[data-testid=iface-list] > li').count();
+        if (n < 1) fail('no network interfaces listed');
+        log(`     ${n} interface(s) listed`);
+      }
+    });
+  }
+
+  await check('System page shows the real backend', async () => {
+    const dataDir = await textOf(page, '[data-testid=sys-datadir]');
+    const version = await textOf(page, '[data-testid=sys-version]');
+    if (!dataDir) fail('data dir is empty');
+    if (expectDataDir && dataDir !== expectDataDir) fail(`data dir is "${dataDir}", want "${expectDataDir}"`);
+    if (!version) fail('version is empty');
+    if (expectVersion && version !== expectVersion) fail(`version is "${version}", want "${expectVersion}"`);
+    const privs = await page.locator('[data-testid=sys-privileges] li').count();
+    if (privs < 3) fail(`privileges list has ${privs} rows`);
+    log(`     version ${version}, data dir ${dataDir}`);
+  });
+
+  await check('touch targets are at least 48px and nothing overflows 1024x600', async () => {
+    const small = await page.$$eval('nav a, button', (els) =>
+      els
+        .filter((e) => e.getBoundingClientRect().height > 0)
+        .filter((e) => e.getBoundingClientRect().height < 47.5)
+        .map((e) => `${e.textContent?.trim() || e.getAttribute('aria-label')} (${Math.round(e.getBoundingClientRect().height)}px)`),
+    );
+    if (small.length) fail(`too small: ${small.join(', ')}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) fail(`page is ${overflow}px wider than the screen`);
+  });
+
+  await check('theme choice is saved and applied', async () => {
+    const before = (await page.locator('.seg [aria-checked=true]').getAttribute('data-testid'))?.replace('theme-', '') ?? 'system';
+    const other = before === 'dark' ? 'light' : 'dark';
+    await page.locator(`[data-testid=theme-${other}]`).click();
+    await page.waitForFunction((t) => document.documentElement.dataset.theme === t, other);
+    await page.locator(`[data-testid=theme-${other}][aria-checked=true]`).waitFor();
+    mkdirSync(dirname(screenshot), { recursive: true });
+    await page.mouse.move(1000, 590);
+    await page.waitForTimeout(400); // let colour transitions finish
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '') + `-${other}.png` });
+    // Put it back as it was (the backend keeps it in its data dir).
+    await page.locator(`[data-testid=theme-${before}]`).click();
+    await page.locator(`[data-testid=theme-${before}][aria-checked=true]`).waitFor();
+  });
+
+  await check('deep link #/network opens the Network step', async () => {
+    await page.goto(baseURL + '/#/network', { waitUntil: 'domcontentloaded' });
+    await unlockIfAsked(page);
+    const h1 = await textOf(page, '[data-testid=page-title]');
+    if (h1 !== 'Network') fail(`heading is "${h1}"`);
+    await page.locator('[data-testid=iface-list] > li').first().waitFor({ state: 'visible' });
+  });
+
+  await check(`screenshots saved`, async () => {
+    mkdirSync(dirname(screenshot), { recursive: true });
+    await page.mouse.move(1000, 590);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-network.png' });
+    // A fresh tab, untouched by the pointer, for the artifact.
+    const fresh = await context.newPage();
+    fresh.on('pageerror', (err) => pageErrors.push(err.message));
+    await fresh.setViewportSize({ width: 1024, height: 600 });
+    await fresh.goto(baseURL + '/#/system', { waitUntil: 'domcontentloaded' });
+    await unlockIfAsked(fresh);
+    await fresh.locator('[data-testid=connection][data-state=connected]').waitFor({ state: 'visible' });
+    await fresh.locator('[data-testid=sys-datadir]').waitFor({ state: 'visible' });
+    await fresh.screenshot({ path: screenshot });
+    log(`     ${screenshot}`);
+  });
+
+  await check('no script errors in the page', async () => {
+    if (pageErrors.length) fail(pageErrors.join(' | '));
+    if (consoleErrors.length) log(`     console errors (not fatal): ${consoleErrors.join(' | ')}`);
+  });
+}
+
+let code = 0;
+try {
+  await main();
+} catch (err) {
+  code = 1;
+  if (!(err instanceof Failure) && failed === 0) {
+    failed++;
+    console.error(`e2e: FAILED: ${err instanceof Error ? err.stack : String(err)}`);
+  } else {
+    console.error(`e2e: FAILED: ${err instanceof Error ? err.message : String(err)}`);
+  }
+} finally {
+  clearTimeout(watchdog);
+  await context?.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(code);

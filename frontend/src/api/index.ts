@@ -1,0 +1,106 @@
+// The only place in the UI that talks to Go. Components and stores use `api`;
+// which transport carries the calls (Wails bindings or HTTP) is decided here.
+
+import type { Readable } from 'svelte/store';
+import type { Transport } from './transport';
+import type {
+  AuthState,
+  ConnectionState,
+  EventHandler,
+  FoundServer,
+  MachineView,
+  NetbootStatus,
+  NetInterface,
+  StartRequest,
+  Session,
+  Settings,
+  SystemInfo,
+  Unsubscribe,
+} from './types';
+import { createWailsTransport, hasWails, type WailsWindow } from './wails';
+import { createWebTransport, type WebOptions, type WebTransport } from './web';
+
+export * from './types';
+export { ApiError, AuthRequiredError, toError } from './errors';
+
+export interface Api {
+  readonly transport: 'wails' | 'web';
+  system: { info(): Promise<SystemInfo> };
+  network: { interfaces(): Promise<NetInterface[]> };
+  settings: { get(): Promise<Settings>; set(s: Settings): Promise<Settings> };
+  shell: { session(): Promise<Session>; quit(pin: string): Promise<void> };
+  netboot: {
+    status(): Promise<NetbootStatus>;
+    machines(): Promise<MachineView[]>;
+    /** Ask for DHCP servers on iface (sends a DHCP discover there). */
+    probe(iface: string): Promise<FoundServer[]>;
+    start(req: StartRequest): Promise<NetbootStatus>;
+    stop(): Promise<NetbootStatus>;
+  };
+  /** Send the access PIN (web transport); resolves when accepted. */
+  login(pin: string): Promise<void>;
+  /** Subscribe to a namespaced event such as `netboot:machine`. */
+  on(event: string, cb: EventHandler): Unsubscribe;
+  readonly connection: Readable<ConnectionState>;
+  readonly auth: Readable<AuthState>;
+  start(): void;
+  stop(): void;
+}
+
+export function createApi(t: Transport): Api {
+  const call = <T>(service: string, method: string, ...args: unknown[]): Promise<T> =>
+    t.call<T>(service, method, args);
+  return {
+    transport: t.kind,
+    system: { info: () => call<SystemInfo>('System', 'Info') },
+    network: {
+      interfaces: async () => (await call<NetInterface[] | null>('Network', 'Interfaces')) ?? [],
+    },
+    settings: {
+      get: () => call<Settings>('Settings', 'Get'),
+      set: (s: Settings) => call<Settings>('Settings', 'Set', s),
+    },
+    shell: {
+      session: async () => {
+        const s = await call<Session>('Shell', 'Session');
+        if (s?.authRequired && !s.authenticated && 'requireAuth' in t) (t as WebTransport).requireAuth();
+        return s;
+      },
+      quit: async (pin: string) => {
+        await call<null>('Shell', 'Quit', pin);
+      },
+    },
+    netboot: {
+      status: () => call<NetbootStatus>('Netboot', 'Status'),
+      machines: async () => (await call<MachineView[] | null>('Netboot', 'Machines')) ?? [],
+      probe: async (iface: string) => (await call<FoundServer[] | null>('Netboot', 'Probe', iface)) ?? [],
+      start: (req: StartRequest) => call<NetbootStatus>('Netboot', 'Start', req),
+      stop: () => call<NetbootStatus>('Netboot', 'Stop'),
+    },
+    login: (pin: string) => t.login(pin),
+    on: (event, cb) => t.on(event, cb),
+    connection: t.connection,
+    auth: t.auth,
+    start: () => t.start(),
+    stop: () => t.stop(),
+  };
+}
+
+/** Pick the transport: Wails bindings when present, else HTTP. */
+export function detectTransport(w: (WailsWindow & Window) | undefined, web: WebOptions = {}): Transport {
+  if (hasWails(w)) return createWailsTransport(w as WailsWindow);
+  return createWebTransport({ win: w, ...web });
+}
+
+let instance: Api | undefined;
+
+/** The app-wide api, created on first use. */
+export function getApi(): Api {
+  instance ??= createApi(detectTransport(typeof window === 'undefined' ? undefined : (window as WailsWindow & Window)));
+  return instance;
+}
+
+/** Tests: replace the app-wide api. */
+export function setApi(a: Api | undefined): void {
+  instance = a;
+}

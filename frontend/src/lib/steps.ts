@@ -1,0 +1,134 @@
+// The technician's visit, in order (DESIGN.md "The visit, end to end"),
+// plus the System page. `available: false` steps show a "not yet" panel.
+
+export type RouteId =
+  | 'site'
+  | 'network'
+  | 'discover'
+  | 'secureboot'
+  | 'install'
+  | 'verify'
+  | 'handoff'
+  | 'report'
+  | 'system';
+
+export interface Step {
+  id: RouteId;
+  /** 1-based position in the visit; 0 for pages outside it. */
+  n: number;
+  title: string;
+  /** One line under the heading: what the technician does here. */
+  summary: string;
+  available: boolean;
+  /** For steps not built yet: the feature that brings them. */
+  comesWith?: string;
+  /** What the step will do, in plain words (shown on the "not yet" panel). */
+  will?: string[];
+}
+
+export const STEPS: readonly Step[] = [
+  {
+    id: 'site',
+    n: 1,
+    title: 'Site',
+    summary: 'Name the site and the cluster, pick the Talos version and endpoint.',
+    available: false,
+    comesWith: 'site set-up and cluster secrets',
+    will: [
+      'Site name, cluster name, Talos version and API endpoint (VIP).',
+      'Roles wanted and the handoff target.',
+      'Cluster secrets generated here and encrypted at rest.',
+    ],
+  },
+  {
+    id: 'network',
+    n: 2,
+    title: 'Network',
+    summary: 'Pick the network port cabled to the cart switch.',
+    available: true,
+  },
+  {
+    id: 'discover',
+    n: 3,
+    title: 'Discover',
+    summary: 'Power on the servers; each one appears here as it netboots.',
+    available: true,
+  },
+  {
+    id: 'secureboot',
+    n: 4,
+    title: 'SecureBoot',
+    summary: 'Enroll the keys so each server only boots signed Talos.',
+    available: false,
+    comesWith: 'SecureBoot enrollment',
+    will: [
+      'Per-vendor steps to put the firmware into setup mode.',
+      'Boot the enrollment image; Microsoft certificates are kept by default.',
+      'Check afterwards that SecureBoot is on with the expected key fingerprints.',
+    ],
+  },
+  {
+    id: 'install',
+    n: 5,
+    title: 'Install',
+    summary: 'Assign roles and disks, then install Talos with TPM-sealed encryption.',
+    available: false,
+    comesWith: 'assign and install',
+    will: [
+      'Role, hostname, install disk (by serial/WWID) and network per machine.',
+      'STATE and EPHEMERAL encrypted with TPM-sealed keys.',
+      'Installer image served from Onramp itself when offline.',
+    ],
+  },
+  {
+    id: 'verify',
+    n: 6,
+    title: 'Verify',
+    summary: 'Bootstrap the cluster and prove every node is locked down.',
+    available: false,
+    comesWith: 'bootstrap and verify',
+    will: [
+      'Bootstrap etcd and wait for Kubernetes to be healthy.',
+      'Per node: SecureBoot on, fingerprints match, volumes encrypted with a TPM key.',
+    ],
+  },
+  {
+    id: 'handoff',
+    n: 7,
+    title: 'Handoff',
+    summary: 'Hand the cluster to fleet management; secrets leave this device.',
+    available: false,
+    comesWith: 'handoff to Omni or an encrypted bundle',
+    will: [
+      'Join Sidero Omni (SideroLink), or write an encrypted handoff bundle.',
+      'Cluster secrets then leave this device.',
+    ],
+  },
+  {
+    id: 'report',
+    n: 8,
+    title: 'Report',
+    summary: "The site's record for the lab's quality system.",
+    available: false,
+    comesWith: 'site report and audit trail',
+    will: [
+      'Who did what when, every machine serial, SecureBoot and TPM evidence.',
+      'Config hashes and a tamper-evident audit trail.',
+    ],
+  },
+  {
+    id: 'system',
+    n: 0,
+    title: 'System',
+    summary: 'This device: version, privileges, lab tools and appearance.',
+    available: true,
+  },
+];
+
+export const VISIT_STEPS = STEPS.filter((s) => s.n > 0);
+
+export function stepById(id: RouteId): Step {
+  const s = STEPS.find((x) => x.id === id);
+  if (!s) throw new Error(`unknown step ${id}`);
+  return s;
+}
