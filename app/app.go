@@ -36,6 +36,7 @@ type App struct {
 	Shell    *Shell
 	Netboot  *Netboot
 	Machines *Machines
+	Site     *Site
 
 	log *slog.Logger
 }
@@ -53,6 +54,10 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	site, err := NewSite(cfg.DataDir, bus)
+	if err != nil {
+		return nil, err
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own binary: %w", err)
@@ -61,6 +66,7 @@ func New(cfg Config) (*App, error) {
 	return &App{
 		Bus:      bus,
 		Machines: machines,
+		Site:     site,
 		Netboot:  NewNetboot(exe, cfg.DataDir, machines, bus, cfg.Logger),
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
 		Network:  NewNetwork(),
@@ -72,7 +78,7 @@ func New(cfg Config) (*App, error) {
 
 // Services is the one list bound to Wails and served over HTTP.
 func (a *App) Services() []any {
-	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot}
+	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot, a.Site}
 }
 
 // Close stops what the services started (the boot services).
