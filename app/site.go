@@ -22,7 +22,7 @@ type Site struct {
 	path string
 	bus  *Bus
 
-	mu      sync.Mutex
+	mu     sync.Mutex
 	site   *talos.Site
 	bundle *secrets.Bundle // the cluster's secrets, in memory only
 }
