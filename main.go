@@ -22,6 +22,7 @@ import (
 	"onramp/app"
 	"onramp/app/cli"
 	"onramp/frontend"
+	"onramp/lab"
 )
 
 // Stamped by the Makefile: -ldflags "-X main.version=... -X main.commit=...".
@@ -59,6 +60,8 @@ const usage = `Usage:
   onramp netboot --iface IF --data DIR [--mode auto|isolated|proxy] [--assets DIR] [--plan FILE]
                                                      DHCP/TFTP/HTTP boot services, headless
   onramp probe-dhcp --iface IF [--timeout 4s]       list DHCP servers answering on IF (exit 3 if any)
+  onramp lab up [--machines 3] [--mix] | status | down
+                                                     the virtual lab: QEMU machines netbooting from Onramp
   onramp talos gen --cluster NAME --endpoint URL --out DIR
                                                      export Talos configs and talosconfig (mode 0600)
 `
@@ -78,6 +81,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return exitCode(3)
 			}
 			return err
+		case "lab":
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("lab: find own binary: %w", err)
+			}
+			return cli.Lab(ctx, args[1:], stdout, stderr, lab.ExecNetboot(exe))
 		case "talos":
 			if len(args) < 2 || args[1] != "gen" {
 				fmt.Fprint(stderr, usage)
