@@ -6,7 +6,10 @@
 //
 // Env: MOCK_HOST (127.0.0.1), MOCK_PORT (18080), MOCK_PIN (access PIN; unset =
 // none), MOCK_ADMIN_PIN (kiosk exit PIN, default 1234), MOCK_MODE (web|kiosk),
-// MOCK_DATADIR, MOCK_VERSION, MOCK_PING_MS (15000), MOCK_DIST (../dist).
+// MOCK_DATADIR, MOCK_VERSION, MOCK_PING_MS (15000), MOCK_DIST (../dist),
+// MOCK_MACHINES (a JSON file of MachineView[], e.g. saved from a real
+// `onramp serve` with `curl -X POST .../api/call/Netboot.Machines -d '[]'`,
+// shown on Discover for UI work; default none).
 //
 // Interfaces, privileges and lab tools are read from this machine (like the
 // Go side does), not invented. The real e2e runs against `onramp serve`.
@@ -138,6 +141,173 @@ function interfaces() {
   });
 }
 
+// ---- Site: a small stand-in for talos.Site (YAML subset, main checks) ------
+
+/** Parse the YAML subset site files use: maps, lists, [flow, lists], quoted scalars, comments. */
+function parseYaml(text) {
+  const lines = [];
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const noComment = raw.replace(/(^|\s)#.*$/, '');
+    if (!noComment.trim()) return;
+    if (/^\s*\t/.test(raw)) throw new CallError(422, `import site: yaml: line ${i + 1}: found a tab character`);
+    lines.push({ n: i + 1, indent: noComment.search(/\S/), text: noComment.trim() });
+  });
+  let pos = 0;
+  const scalar = (v, n) => {
+    v = v.trim();
+    if (v === '' || v === '~' || v === 'null') return null;
+    if (/^".*"$/.test(v)) return JSON.parse(v);
+    if (/^'.*'$/.test(v)) return v.slice(1, -1).replace(/''/g, "'");
+    if (v.startsWith('[')) {
+      if (!v.endsWith(']')) throw new CallError(422, `import site: yaml: line ${n}: did not find expected ',' or ']'`);
+      const inner = v.slice(1, -1).trim();
+      return inner ? inner.split(',').map((x) => scalar(x, n)) : [];
+    }
+    if (v === '{}') return {};
+    if (/^-?\d+$/.test(v)) return Number(v);
+    if (v === 'true' || v === 'false') return v === 'true';
+    return v;
+  };
+  function block(indent) {
+    const first = lines[pos];
+    if (!first || first.indent < indent) return null;
+    return first.text.startsWith('- ') || first.text === '-' ? list(first.indent) : map(first.indent);
+  }
+  function map(indent, into = {}) {
+    while (pos < lines.length && lines[pos].indent === indent && !lines[pos].text.startsWith('- ')) {
+      const { n, text: t } = lines[pos];
+      const m = /^("[^"]*"|[^:]+):(?:\s+(.*))?$/.exec(t);
+      if (!m) throw new CallError(422, `import site: yaml: line ${n}: could not find expected ':'`);
+      const key = m[1].replace(/^"|"$/g, '');
+      pos++;
+      if (m[2] !== undefined && m[2] !== '') into[key] = scalar(m[2], n);
+      else into[key] = block(indent + 1);
+    }
+    if (pos < lines.length && lines[pos].indent > indent)
+      throw new CallError(422, `import site: yaml: line ${lines[pos].n}: mapping values are not allowed in this context`);
+    return into;
+  }
+  function list(indent) {
+    const out = [];
+    while (pos < lines.length && lines[pos].indent === indent && (lines[pos].text.startsWith('- ') || lines[pos].text === '-')) {
+      const { n, text: t } = lines[pos];
+      const rest = t.slice(1).trim();
+      if (!rest) {
+        pos++;
+        out.push(block(indent + 1));
+      } else if (/^[^"'[{][^:]*:(\s|$)/.test(rest)) {
+        // "- key: v" starts a map whose other keys are indented under it
+        const inner = indent + 2;
+        lines[pos] = { n, indent: inner, text: rest };
+        out.push(map(inner));
+      } else {
+        pos++;
+        out.push(scalar(rest, n));
+      }
+    }
+    return out;
+  }
+  const doc = block(0);
+  if (pos < lines.length) throw new CallError(422, `import site: yaml: line ${lines[pos].n}: did not find expected key`);
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new CallError(422, 'import site: empty site document');
+  return doc;
+}
+
+/** Render JSON-shaped data as block YAML. */
+function toYaml(v, indent = '') {
+  const q = (s) => (/^[\w./:+@-][\w ./:+@,-]*$/.test(s) && !/^(true|false|null|\d+)$/.test(s) && !/: /.test(s) ? s : JSON.stringify(s));
+  const lines = [];
+  for (const [k, val] of Object.entries(v)) {
+    if (val === undefined || val === null || val === '') continue;
+    if (Array.isArray(val)) {
+      if (!val.length) continue;
+      if (val.every((x) => typeof x !== 'object')) lines.push(`${indent}${k}: [${val.map((x) => (typeof x === 'string' ? q(x) : x)).join(', ')}]`);
+      else {
+        lines.push(`${indent}${k}:`);
+        for (const item of val) {
+          const body = toYaml(item, indent + '    ').split('\n').filter(Boolean);
+          if (body.length) lines.push(`${indent}  - ${body[0].trim()}`, ...body.slice(1));
+        }
+      }
+    } else if (typeof val === 'object') {
+      const body = toYaml(val, indent + '  ');
+      if (body) lines.push(`${indent}${k}:`, body);
+    } else lines.push(`${indent}${k}: ${typeof val === 'string' ? q(val) : val}`);
+  }
+  return lines.join('\n');
+}
+
+const PCR11_ONLY =
+  'PCR 7 measures the SecureBoot variables (PK, KEK, db, dbx). A firmware or dbx (revocation list) update changes PCR 7, ' +
+  'and a key sealed to PCR 7 then no longer unseals. "PCR 11 only" trusts the signed UKI policy alone. (mock server)';
+
+const SITE_KEYS = new Set(['name', 'cluster', 'talosVersion', 'kubernetesVersion', 'endpoint', 'installer', 'schematic', 'installDisk', 'network', 'registryMirrors', 'encryption', 'handoff', 'events', 'machines']);
+
+function siteProblems(s) {
+  const ps = [];
+  const add = (path, message) => ps.push({ path, message });
+  if (!s.cluster) add('cluster', 'is required');
+  else if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(s.cluster))
+    add('cluster', `"${s.cluster}" must be lower-case letters, digits and '-', at most 63 characters`);
+  if (s.talosVersion && !/^v1\.14\.\d+$/.test(s.talosVersion)) add('talosVersion', `${s.talosVersion} is not supported: this generator builds Talos v1.14 documents`);
+  if (!s.endpoint) add('endpoint', 'is required (https://VIP-or-first-node:6443)');
+  else if (!/^https:\/\/[^/:\s]+:\d+$/.test(s.endpoint)) add('endpoint', `"${s.endpoint}" must look like https://host:6443`);
+  const pcrs = s.encryption?.pcrs ?? '7+11';
+  if (pcrs && !['7+11', '11'].includes(pcrs)) add('encryption.pcrs', `"${pcrs}" is not a PCR policy ("7+11" or "11")`);
+  (s.network?.nameservers ?? []).forEach((ns, i) => {
+    if (!/^[\d.]+$|:/.test(ns)) add(`network.nameservers[${i}]`, `"${ns}" is not an IP address`);
+  });
+  const target = s.handoff?.target ?? '';
+  if (!['', 'omni', 'bundle'].includes(target)) add('handoff.target', `"${target}" is not a handoff target (none, omni, bundle)`);
+  if (target === 'omni' && !s.handoff?.omni) add('handoff.omni', 'is required for target "omni"');
+  if (target === 'omni' && s.handoff?.omni && !s.handoff.omni.joinToken) add('handoff.omni.joinToken', 'is required');
+  let cps = 0;
+  (s.machines ?? []).forEach((m, i) => {
+    const p = `machines[${i}]`;
+    if (!m.mac && !m.uuid) add(p, 'set mac or uuid to identify the machine');
+    if (m.mac && !/^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$/i.test(m.mac)) add(`${p}.mac`, `"${m.mac}" is not an Ethernet MAC address`);
+    if (m.role === 'controlplane') cps++;
+    else if (!m.role) add(`${p}.role`, 'is required (controlplane or worker)');
+    else if (m.role !== 'worker') add(`${p}.role`, `"${m.role}" is not a role (controlplane or worker)`);
+    if (!m.hostname) add(`${p}.hostname`, 'is required');
+    else if (!/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(m.hostname)) add(`${p}.hostname`, `"${m.hostname}" must be one lower-case DNS label (letters, digits, '-')`);
+    if (!m.installDisk && !s.installDisk) add(`${p}.installDisk`, "is required (or set the site's installDisk)");
+    const a = m.addressing ?? {};
+    if (a.mode === 'static') {
+      if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(a.address ?? '')) add(`${p}.addressing.address`, `"${a.address ?? ''}" is not an address in CIDR form (10.77.0.11/24)`);
+    } else if (a.address || a.gateway) add(`${p}.addressing`, 'address and gateway are only used with mode static');
+  });
+  if ((s.machines ?? []).length && cps === 0) add('machines', 'at least one machine must have role controlplane');
+  return ps;
+}
+
+let site = null;
+let siteSecrets = false;
+
+function siteView() {
+  const problems = site ? siteProblems(site) : [];
+  return { exists: !!site, ...(site ? { site } : {}), problems, ready: !!site && problems.length === 0, secrets: siteSecrets, pcr11OnlyExplanation: PCR11_ONLY };
+}
+
+function saveSite(s) {
+  if (!s || typeof s !== 'object' || Array.isArray(s)) throw new CallError(400, 'call Site.Save: argument 1: expected an object');
+  for (const k of Object.keys(s)) if (!SITE_KEYS.has(k)) throw new CallError(400, `call Site.Save: argument 1: unknown field "${k}"`);
+  site = { network: {}, encryption: { recovery: {} }, handoff: {}, events: {}, ...s, machines: s.machines ?? [] };
+  if (site.handoff?.omni) site.handoff = { ...site.handoff, omni: { ...site.handoff.omni } };
+  broadcast('site:changed', siteView());
+  return siteView();
+}
+
+// ---- Lab: reports what this machine lacks; never starts QEMU -------------
+
+function labStatus() {
+  const missing = [];
+  if (!which('qemu-system-x86_64')) missing.push('qemu-system-x86_64');
+  if (!which('swtpm')) missing.push('swtpm');
+  if (!firstExisting(['/usr/share/OVMF/OVMF_CODE_4M.fd', '/usr/share/OVMF/OVMF_CODE.fd'])) missing.push('OVMF firmware');
+  return { running: false, starting: false, machines: [], error: '', prereqsMissing: missing };
+}
+
 class CallError extends Error {
   constructor(status, message) {
     super(message);
@@ -161,7 +331,7 @@ const services = {
   'Shell.Session': (_args, authed) => ({ mode, authRequired: !!accessPin, authenticated: authed }),
   // The mock never serves netboot or sends DHCP probes: it says so.
   'Netboot.Status': () => ({ running: false }),
-  'Netboot.Machines': () => [],
+  'Netboot.Machines': () => (env.MOCK_MACHINES ? JSON.parse(readFileSync(env.MOCK_MACHINES, 'utf8')) : []),
   'Netboot.Probe': () => {
     throw new CallError(501, 'the mock server does not probe for DHCP servers');
   },
@@ -169,6 +339,31 @@ const services = {
     throw new CallError(501, 'the mock server cannot serve netboot: run onramp serve');
   },
   'Netboot.Stop': () => ({ running: false }),
+  'Site.Get': () => siteView(),
+  'Site.Save': (s) => saveSite(s),
+  'Site.Import': (text) => {
+    if (typeof text !== 'string') throw new CallError(400, 'call Site.Import: argument 1: expected a string');
+    return saveSite(parseYaml(text));
+  },
+  'Site.Export': () => {
+    if (!site) throw new CallError(422, 'no site yet');
+    const copy = Object.fromEntries([...SITE_KEYS].filter((k) => k in site).map((k) => [k, structuredClone(site[k])]));
+    if (copy.handoff?.omni) copy.handoff.omni.joinToken = '';
+    return toYaml(copy) + '\n';
+  },
+  'Site.GenerateSecrets': () => {
+    if (!site) throw new CallError(422, 'fill in the site first');
+    const ps = siteProblems(site);
+    if (ps.length) throw new CallError(422, `generate configs: ${ps[0].path}: ${ps[0].message}`);
+    siteSecrets = true; // the mock holds no keys: it only remembers the answer
+    broadcast('site:secrets', { generated: true, took: '0s' });
+    return siteView();
+  },
+  'Lab.Status': () => labStatus(),
+  'Lab.Up': () => {
+    throw new CallError(501, 'the mock server cannot run the virtual lab: run onramp serve as root');
+  },
+  'Lab.Down': () => labStatus(),
   'Shell.Quit': (pin) => {
     if (mode !== 'kiosk') return null;
     if (pin !== adminPin) throw new CallError(403, 'wrong PIN');
@@ -229,6 +424,10 @@ function serveStatic(req, res) {
   }
   res.writeHead(200, { 'Content-Type': types[extname(target)] ?? 'application/octet-stream' });
   createReadStream(target).pipe(res);
+}
+
+function broadcast(event, data) {
+  for (const s of streams) s.write(event, data);
 }
 
 function sse(req, res) {

@@ -11,12 +11,17 @@
 //   ONRAMP_PIN              access PIN, used if the PIN screen appears
 //   ONRAMP_SCREENSHOT       PNG path (default ../build/e2e/shell.png from frontend/)
 //   ONRAMP_CHROMIUM         browser binary (default /usr/bin/chromium)
-//   ONRAMP_E2E_TIMEOUT_MS   whole-run limit (default 90000)
+//   ONRAMP_E2E_TIMEOUT_MS   whole-run limit (default 120000)
+//   ONRAMP_SITE_YAML        site file to import (default ../talos/testdata/site.yaml)
+//
+// It imports the sample site, breaks and fixes its endpoint, and generates
+// the cluster secrets (about a second of key generation). It never starts
+// netboot or the virtual lab and never sends a DHCP probe.
 //
 // Exits non-zero with a message on the first failure; prints
 // "N passed, N failed" last.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,12 +40,14 @@ const screenshot = shotEnv
     : resolve(process.cwd(), shotEnv)
   : resolve(here, '..', '..', 'build', 'e2e', 'shell.png');
 const executablePath = env.ONRAMP_CHROMIUM ?? '/usr/bin/chromium';
-const limitMs = Number(env.ONRAMP_E2E_TIMEOUT_MS ?? 90_000);
+const limitMs = Number(env.ONRAMP_E2E_TIMEOUT_MS ?? 120_000);
+const siteYamlPath = env.ONRAMP_SITE_YAML ?? resolve(here, '..', '..', 'talos', 'testdata', 'site.yaml');
+const siteYaml = readFileSync(siteYamlPath, 'utf8');
 const WAIT = 15_000;
 
 // The visit's steps as the UI must show them (src/lib/steps.ts).
 const STEPS = [
-  ['site', 'Site', 'not-yet'],
+  ['site', 'Site', 'site'],
   ['network', 'Network', 'network'],
   ['discover', 'Discover', 'discover'],
   ['secureboot', 'SecureBoot', 'not-yet'],
@@ -165,11 +172,17 @@ async function main() {
       if (kind === 'not-yet') {
         const panel = await textOf(page, '[data-testid=not-yet]');
         if (!/Not yet available/.test(panel) || !/Comes with/.test(panel)) fail('placeholder panel does not say what brings it');
+      } else if (kind === 'site') {
+        await page.locator('[data-testid=site-status]').waitFor({ state: 'visible' });
       } else if (kind === 'discover') {
         await page.locator('[data-testid=machines], [data-testid=machines-empty]').first().waitFor({ state: 'visible' });
         const count = await textOf(page, '[data-testid=machine-count]');
         const serving = await page.locator('[data-testid=discover-status] .badge').first().innerText();
         log(`     ${count}, ${serving.trim().toLowerCase()}`);
+        // This run never starts netboot: no machine can have booted.
+        if (count !== '0 machines') fail(`expected no machines, the page says "${count}"`);
+        const empty = await textOf(page, '[data-testid=machines-empty]');
+        if (!/No machines seen yet/.test(empty)) fail(`empty state says "${empty}"`);
         mkdirSync(dirname(screenshot), { recursive: true });
         await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-discover.png' });
       } else if (kind === 'network') {
@@ -178,11 +191,99 @@ async function main() {
         const n = await page.locator('[data-testid=iface-list] > li').count();
         if (n < 1) fail('no network interfaces listed');
         log(`     ${n} interface(s) listed`);
+        // The virtual lab panel shows when this build has the Lab service.
+        // It is only looked at, never started.
+        await page.waitForTimeout(300);
+        const lab = page.locator('[data-testid=lab-panel]');
+        if (await lab.isVisible()) {
+          const up = page.locator('[data-testid=lab-up]');
+          const how = (await up.isVisible()) ? `offered${(await up.isDisabled()) ? ' (tools missing)' : ''}` : 'running';
+          log(`     virtual lab panel: ${how}`);
+          await page.locator('[data-testid=lab-panel]').scrollIntoViewIfNeeded();
+          await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-lab.png' });
+        } else {
+          log('     virtual lab panel: hidden (no Lab service in this build)');
+        }
       }
     });
   }
 
+  const fieldProblem = (path) => page.locator(`[data-field="${path}"] [data-testid=field-problem]`);
+
+  await check('Site: import talos/testdata/site.yaml → ready, no problems', async () => {
+    await page.locator('[data-testid=nav-site]').click();
+    await page.waitForURL((u) => u.hash === '#/site');
+    await page.locator('[data-testid=site-import-open]').click();
+    await page.locator('[data-testid=site-yaml]').fill(siteYaml);
+    await page.locator('[data-testid=site-import]').click();
+    const err = page.locator('[data-testid=import-error]');
+    await Promise.race([
+      page.locator('[data-testid=site-status][data-ready=true]').waitFor({ state: 'visible' }),
+      err.waitFor({ state: 'visible' }).then(async () => fail(`import refused: ${await err.innerText()}`)),
+    ]);
+    const n = await page.locator('[data-testid=site-status]').getAttribute('data-problems');
+    if (n !== '0') fail(`${n} problems after import`);
+    if (await page.locator('[data-testid=site-problems]').isVisible()) fail('a problem summary is shown');
+    const cluster = await page.locator('[data-testid=site-cluster]').inputValue();
+    if (cluster !== 'stmary-lab2') fail(`cluster field is "${cluster}"`);
+    const rows = await page.locator('[data-testid^=machine-row-]').count();
+    if (rows !== 2) fail(`${rows} machines listed, want 2`);
+    log(`     cluster ${cluster}, ${rows} machines, ready`);
+  });
+
+  await check('Site: a broken endpoint shows its problem next to the field', async () => {
+    await page.locator('[data-testid=site-endpoint]').fill('http://10.77.0.10');
+    await page.locator('[data-testid=site-save]').click();
+    await page.locator('[data-testid=site-status][data-ready=false]').waitFor({ state: 'visible' });
+    const msg = (await fieldProblem('endpoint').first().innerText()).trim();
+    if (!/https:\/\/host:6443/.test(msg)) fail(`endpoint problem says "${msg}"`);
+    const summary = await textOf(page, '[data-testid=site-problems]');
+    if (!/API endpoint/.test(summary)) fail(`summary does not name the field: "${summary}"`);
+    const others = await page.locator('[data-testid=field-problem]').count();
+    if (others !== 1) fail(`${others} field problems shown, want only the endpoint's`);
+    log(`     endpoint: ${msg}`);
+    await page.locator('[data-field=endpoint]').scrollIntoViewIfNeeded();
+    mkdirSync(dirname(screenshot), { recursive: true });
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-site-problem.png' });
+  });
+
+  await check('Site: fixing the endpoint makes it ready again', async () => {
+    await page.locator('[data-testid=site-endpoint]').fill('https://10.77.0.10:6443');
+    await page.locator('[data-testid=site-save]').click();
+    await page.locator('[data-testid=site-status][data-ready=true]').waitFor({ state: 'visible' });
+    if ((await fieldProblem('endpoint').count()) !== 0) fail('the endpoint problem is still shown');
+  });
+
+  await check('Site: generate cluster secrets (shown as existing, never their content)', async () => {
+    const t = Date.now();
+    await page.locator('[data-testid=site-generate]').click();
+    await page.locator('[data-testid=site-secrets][data-secrets=true]').waitFor({ state: 'visible', timeout: 60_000 });
+    const words = await textOf(page, '[data-testid=secrets-exist]');
+    if (/BEGIN|PRIVATE|-----/.test(await page.content())) fail('secret material is on the page');
+    log(`     secrets generated in ${((Date.now() - t) / 1000).toFixed(1)} s: "${words.slice(0, 40)}…"`);
+    await page.mouse.move(1000, 590);
+    await page.evaluate(() => document.querySelector('main')?.scrollTo({ top: 0 }));
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-site.png' });
+  });
+
+  await check('Site page: touch targets and width', async () => {
+    await page.locator('[data-testid=machine-edit-0]').click();
+    await page.locator('[data-testid=machine-editor-0]').waitFor({ state: 'visible' });
+    const small = await page.$$eval('main button, main input:not([type=file]), main summary', (els) =>
+      els
+        .filter((e) => e.getBoundingClientRect().height > 0)
+        .filter((e) => e.getBoundingClientRect().height < 47.5)
+        .map((e) => `${e.textContent?.trim() || e.getAttribute('aria-label') || e.tagName} (${Math.round(e.getBoundingClientRect().height)}px)`),
+    );
+    if (small.length) fail(`too small: ${small.join(', ')}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) fail(`page is ${overflow}px wider than the screen`);
+    await page.locator('[data-testid=machine-edit-0]').click();
+  });
+
   await check('System page shows the real backend', async () => {
+    await page.locator('[data-testid=nav-system]').click();
+    await page.waitForURL((u) => u.hash === '#/system');
     const dataDir = await textOf(page, '[data-testid=sys-datadir]');
     const version = await textOf(page, '[data-testid=sys-version]');
     if (!dataDir) fail('data dir is empty');

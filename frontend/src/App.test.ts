@@ -46,7 +46,6 @@ describe('App shell', () => {
     expect(f.api.start).toHaveBeenCalled();
     expect(target.querySelectorAll('nav a')).toHaveLength(9);
     const titles: Record<string, string> = {
-      site: 'Site',
       secureboot: 'SecureBoot',
       install: 'Install',
       verify: 'Verify',
@@ -59,6 +58,14 @@ describe('App shell', () => {
       expect(text('[data-testid=not-yet]')).toContain('Not yet available');
       expect($(`[data-testid=nav-${id}]`)?.getAttribute('aria-current')).toBe('page');
     }
+  });
+
+  it('the Site step is a real page now', async () => {
+    const { go } = await render(fakeApi());
+    await go('#/site');
+    expect(text('[data-testid=page-title]')).toBe('Site');
+    expect($('[data-testid=not-yet]')).toBeNull();
+    expect($('[data-testid=site-status]')).not.toBeNull();
   });
 
   it('shows the connection state', async () => {

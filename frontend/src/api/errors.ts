@@ -40,3 +40,13 @@ export function toError(reason: unknown, call?: string): Error {
   }
   return new ApiError(text, call);
 }
+
+/**
+ * isMissingMethod: the Go side has no such service or method (an older or
+ * newer build). Web: 404 "call X.Y: no such method"; Wails: "X.Y is not bound".
+ */
+export function isMissingMethod(err: unknown): boolean {
+  if (err instanceof ApiError && err.status === 404) return true;
+  const msg = err instanceof Error ? err.message : typeof err === 'string' ? err : '';
+  return /no such method|is not bound|unknown method/i.test(msg);
+}

@@ -8,12 +8,16 @@ import type {
   ConnectionState,
   EventHandler,
   FoundServer,
+  LabStatus,
+  LabUpRequest,
   MachineView,
   NetbootStatus,
   NetInterface,
   StartRequest,
   Session,
   Settings,
+  Site,
+  SiteView,
   SystemInfo,
   Unsubscribe,
 } from './types';
@@ -21,7 +25,7 @@ import { createWailsTransport, hasWails, type WailsWindow } from './wails';
 import { createWebTransport, type WebOptions, type WebTransport } from './web';
 
 export * from './types';
-export { ApiError, AuthRequiredError, toError } from './errors';
+export { ApiError, AuthRequiredError, isMissingMethod, toError } from './errors';
 
 export interface Api {
   readonly transport: 'wails' | 'web';
@@ -36,6 +40,22 @@ export interface Api {
     probe(iface: string): Promise<FoundServer[]>;
     start(req: StartRequest): Promise<NetbootStatus>;
     stop(): Promise<NetbootStatus>;
+  };
+  site: {
+    get(): Promise<SiteView>;
+    /** Saves even with problems; the answer lists them. */
+    save(s: Site): Promise<SiteView>;
+    /** Parse a site YAML file's content and save it. */
+    import(yaml: string): Promise<SiteView>;
+    /** The saved site as YAML (without the Omni join token). */
+    export(): Promise<string>;
+    /** Create the cluster secrets once (in memory on the Go side). */
+    generateSecrets(): Promise<SiteView>;
+  };
+  lab: {
+    status(): Promise<LabStatus>;
+    up(req: LabUpRequest): Promise<LabStatus>;
+    down(): Promise<LabStatus>;
   };
   /** Send the access PIN (web transport); resolves when accepted. */
   login(pin: string): Promise<void>;
@@ -77,6 +97,18 @@ export function createApi(t: Transport): Api {
       start: (req: StartRequest) => call<NetbootStatus>('Netboot', 'Start', req),
       stop: () => call<NetbootStatus>('Netboot', 'Stop'),
     },
+    site: {
+      get: async () => siteView(await call<SiteView>('Site', 'Get')),
+      save: async (s: Site) => siteView(await call<SiteView>('Site', 'Save', s)),
+      import: async (yaml: string) => siteView(await call<SiteView>('Site', 'Import', yaml)),
+      export: () => call<string>('Site', 'Export'),
+      generateSecrets: async () => siteView(await call<SiteView>('Site', 'GenerateSecrets')),
+    },
+    lab: {
+      status: async () => labStatus(await call<LabStatus>('Lab', 'Status')),
+      up: async (req: LabUpRequest) => labStatus(await call<LabStatus>('Lab', 'Up', req)),
+      down: async () => labStatus(await call<LabStatus>('Lab', 'Down')),
+    },
     login: (pin: string) => t.login(pin),
     on: (event, cb) => t.on(event, cb),
     connection: t.connection,
@@ -84,6 +116,17 @@ export function createApi(t: Transport): Api {
     start: () => t.start(),
     stop: () => t.stop(),
   };
+}
+
+/** Go nil slices arrive as null: make them empty lists. */
+export function siteView(v: SiteView): SiteView {
+  const out: SiteView = { ...v, problems: v.problems ?? [] };
+  if (v.site) out.site = { ...v.site, machines: v.site.machines ?? [] };
+  return out;
+}
+
+export function labStatus(s: LabStatus): LabStatus {
+  return { ...s, machines: s.machines ?? [], prereqsMissing: s.prereqsMissing ?? [], error: s.error ?? '' };
 }
 
 /** Pick the transport: Wails bindings when present, else HTTP. */

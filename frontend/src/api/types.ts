@@ -83,9 +83,19 @@ export interface NetbootEvent {
   iface?: string;
   detail?: string;
   error?: string;
+  attrs?: MachineAttrs;
 }
 
-export type MachineStage = 'dhcp' | 'tftp' | 'http' | 'ignored' | 'error';
+export type MachineStage = 'dhcp' | 'tftp' | 'http' | 'maintenance' | 'ignored' | 'error';
+
+/**
+ * What a node said about itself in Talos maintenance mode (talos/discover):
+ * vendor, product, serial, uuid, secureBoot "on"|"off", tpm "present"|"absent",
+ * uki "true"|"false", fingerprint (the maintenance API certificate's SPKI
+ * SHA-256 in base64, as the node's console shows it), talos (version),
+ * disks (count), disk0..disk3 ("/dev/sda 120.0 GiB SERIAL").
+ */
+export type MachineAttrs = Partial<Record<string, string>>;
 
 /** One machine seen on the cart network, with its timeline. */
 export interface MachineView {
@@ -95,6 +105,8 @@ export interface MachineView {
   ip?: string;
   stage: MachineStage | string;
   problem?: string;
+  /** Set once the node answered in Talos maintenance mode. */
+  attrs?: MachineAttrs;
   firstSeen: string;
   lastSeen: string;
   timeline: NetbootEvent[] | null;
@@ -123,3 +135,145 @@ export type AuthState = 'unknown' | 'ok' | 'required';
 
 export type EventHandler = (data: unknown) => void;
 export type Unsubscribe = () => void;
+
+// ---- Site (app/site.go, talos/site.go) -------------------------------------
+
+export type Role = 'controlplane' | 'worker';
+export type PCRPolicy = '7+11' | '11';
+export type RecoveryType = '' | 'static' | 'kms';
+export type HandoffTarget = '' | 'none' | 'omni' | 'bundle';
+export type AddressingMode = '' | 'dhcp' | 'static';
+
+/** Install disk selector; every set field must match. Sizes like "480GB", "512GiB". */
+export interface DiskSelector {
+  serial?: string;
+  wwid?: string;
+  model?: string;
+  devPath?: string;
+  minSize?: string;
+  maxSize?: string;
+}
+
+export interface Bond {
+  mode: string;
+  links: string[];
+}
+
+export interface SiteNetwork {
+  nameservers?: string[];
+  ntpServers?: string[];
+  vlan?: number;
+  bond?: Bond;
+}
+
+export interface RegistryMirror {
+  registry: string;
+  endpoints: string[];
+}
+
+export interface Encryption {
+  pcrs?: PCRPolicy | string;
+  recovery: { type?: RecoveryType | string; kmsEndpoint?: string };
+}
+
+export interface Omni {
+  apiUrl: string;
+  joinToken: string;
+}
+
+export interface Handoff {
+  target?: HandoffTarget | string;
+  omni?: Omni;
+}
+
+export interface SiteEvents {
+  sink?: string;
+  kmsg?: string;
+}
+
+export interface Addressing {
+  mode?: AddressingMode | string;
+  address?: string;
+  gateway?: string;
+}
+
+export interface Labels {
+  site?: string;
+  room?: string;
+  assetTag?: string;
+}
+
+/** One server, identified by MAC and/or SMBIOS UUID. */
+export interface SiteMachine {
+  mac?: string;
+  uuid?: string;
+  role: Role | '';
+  hostname: string;
+  installDisk?: DiskSelector;
+  interface?: string;
+  addressing: Addressing;
+  labels: Labels;
+}
+
+/** talos.Site: one cluster at one location. */
+export interface Site {
+  name?: string;
+  cluster: string;
+  talosVersion?: string;
+  kubernetesVersion?: string;
+  endpoint: string;
+  installer?: string;
+  schematic?: string;
+  installDisk?: DiskSelector;
+  network: SiteNetwork;
+  registryMirrors?: RegistryMirror[];
+  encryption: Encryption;
+  handoff: Handoff;
+  events: SiteEvents;
+  machines: SiteMachine[] | null;
+}
+
+/** One validation failure at a field path such as "machines[2].installDisk.serial". */
+export interface SiteProblem {
+  path: string;
+  message: string;
+}
+
+/** Site.Get / Save / Import / GenerateSecrets answer. */
+export interface SiteView {
+  exists: boolean;
+  site?: Site;
+  problems: SiteProblem[] | null;
+  /** No problems: configs can be generated. */
+  ready: boolean;
+  /** The cluster secrets exist (in memory on the Go side; never sent). */
+  secrets: boolean;
+  pcr11OnlyExplanation: string;
+}
+
+// ---- Virtual lab (app/lab.go) ----------------------------------------------
+
+export type LabFirmware = 'uefi' | 'uefi-secureboot' | 'bios' | 'mix';
+
+export interface LabMachine {
+  name: string;
+  mac: string;
+  firmware: string;
+  /** booting | maintenance | installing | installed | failed … */
+  state: string;
+  reason?: string;
+}
+
+export interface LabStatus {
+  running: boolean;
+  starting: boolean;
+  machines: LabMachine[] | null;
+  error: string;
+  prereqsMissing: string[] | null;
+}
+
+export interface LabUpRequest {
+  machines: number;
+  firmware: LabFirmware;
+  tpm: boolean;
+}

@@ -10,8 +10,10 @@ import {
   type MachinesStore,
   type NetbootStore,
 } from '../stores/netboot';
+import { createLabStore, type LabStore } from '../stores/lab';
 import { createSessionStore, type SessionStore } from '../stores/session';
 import { createSettingsStore, type SettingsStore } from '../stores/settings';
+import { createSiteStore, type SiteStore } from '../stores/site';
 import { createSystemStore, type SystemStore } from '../stores/system';
 
 /** Everything the UI needs, built once from the api and handed down. */
@@ -25,6 +27,8 @@ export interface AppState {
   netboot: NetbootStore;
   machines: MachinesStore;
   probe: ReturnType<typeof createProbeStore>;
+  site: SiteStore;
+  lab: LabStore;
 }
 
 export function createAppState(api: Api): AppState {
@@ -38,6 +42,8 @@ export function createAppState(api: Api): AppState {
     netboot: createNetbootStore(api),
     machines: createMachinesStore(api),
     probe: createProbeStore(api),
+    site: createSiteStore(api),
+    lab: createLabStore(api),
   };
 }
 

@@ -16,6 +16,7 @@ const labels: Record<string, string> = {
   'http.error': 'HTTP failed',
   'ipxe.script': 'iPXE script served',
   'alarm.foreign-dhcp': 'Another DHCP server seen',
+  'talos.maintenance': 'Talos maintenance mode',
 };
 
 /** A timeline entry in plain words. */

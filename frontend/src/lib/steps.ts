@@ -31,14 +31,8 @@ export const STEPS: readonly Step[] = [
     id: 'site',
     n: 1,
     title: 'Site',
-    summary: 'Name the site and the cluster, pick the Talos version and endpoint.',
-    available: false,
-    comesWith: 'site set-up and cluster secrets',
-    will: [
-      'Site name, cluster name, Talos version and API endpoint (VIP).',
-      'Roles wanted and the handoff target.',
-      'Cluster secrets generated here and encrypted at rest.',
-    ],
+    summary: 'Name the site and the cluster, list the machines, then generate the cluster secrets.',
+    available: true,
   },
   {
     id: 'network',

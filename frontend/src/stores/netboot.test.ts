@@ -48,7 +48,7 @@ describe('machines', () => {
   });
 
   it('places stages on the boot path', () => {
-    expect(['dhcp', 'tftp', 'http', 'talos', 'ignored'].map(stageIndex)).toEqual([0, 1, 2, 3, -1]);
+    expect(['dhcp', 'tftp', 'http', 'maintenance', 'ignored'].map(stageIndex)).toEqual([0, 1, 2, 3, -1]);
   });
 });
 
@@ -68,7 +68,8 @@ describe('timeline words', () => {
     { e: { time: '', kind: 'dhcp.ack', ip: '10.77.0.20' }, label: 'DHCP address given', detail: '10.77.0.20', bad: false },
     { e: { time: '', kind: 'http.error', file: '/vmlinuz', error: 'file not found in the boot assets' }, label: 'HTTP failed', detail: '/vmlinuz · file not found in the boot assets', bad: true },
     { e: { time: '', kind: 'alarm.foreign-dhcp', detail: '192.168.1.1' }, label: 'Another DHCP server seen', detail: '192.168.1.1', bad: true },
-    { e: { time: '', kind: 'talos.maintenance' }, label: 'talos maintenance', detail: '', bad: false },
+    { e: { time: '', kind: 'talos.maintenance', detail: 'QEMU Standard PC, serial LAB-0001' }, label: 'Talos maintenance mode', detail: 'QEMU Standard PC, serial LAB-0001', bad: false },
+    { e: { time: '', kind: 'talos.unknown-thing' }, label: 'talos unknown thing', detail: '', bad: false },
   ];
   for (const c of cases) {
     it(c.e.kind, () => {

@@ -102,7 +102,7 @@ export const STAGES = [
   { id: 'dhcp', label: 'DHCP' },
   { id: 'tftp', label: 'TFTP' },
   { id: 'http', label: 'HTTP' },
-  { id: 'talos', label: 'Talos' },
+  { id: 'maintenance', label: 'Talos maintenance' },
 ] as const;
 
 /** How far along the boot path: index into STAGES (-1 if not on it). */

@@ -1,16 +1,22 @@
 import { writable } from 'svelte/store';
 import { vi } from 'vitest';
+import { ApiError } from '../api/errors';
 import type {
   Api,
   AuthState,
   ConnectionState,
   EventHandler,
   FoundServer,
+  LabStatus,
+  LabUpRequest,
   MachineView,
   NetbootStatus,
   NetInterface,
   Session,
   Settings,
+  Site,
+  SiteProblem,
+  SiteView,
   StartRequest,
   SystemInfo,
 } from '../api';
@@ -58,10 +64,39 @@ export function fakeApi(over: {
   machines?: MachineView[];
   startError?: string;
   probe?: () => Promise<FoundServer[]>;
+  /** The saved site, if any. */
+  site?: Site;
+  /** Validation the fake Go side runs on a saved site. */
+  siteProblems?: (s: Site) => SiteProblem[];
+  /** YAML import: the test maps the text to a site (or throws). */
+  parseYaml?: (yaml: string) => Site;
+  exportYaml?: string;
+  /** 'missing' answers like a build without the Lab service. */
+  lab?: LabStatus | 'missing';
+  labUpError?: string;
 } = {}) {
   let status: NetbootStatus = over.status ?? { running: false };
   const handlers = new Map<string, Set<EventHandler>>();
   let settings: Settings = over.settings ?? { theme: 'system', iface: '', netbootMode: 'auto' };
+  let site: Site | undefined = over.site;
+  let secrets = false;
+  const view = (): SiteView => {
+    const problems = site ? (over.siteProblems ?? (() => []))(site) : [];
+    return {
+      exists: !!site,
+      ...(site ? { site: structuredClone(site) } : {}),
+      problems,
+      ready: !!site && problems.length === 0,
+      secrets,
+      pcr11OnlyExplanation: PCR11_TEXT,
+    };
+  };
+  let lab: LabStatus | 'missing' = over.lab ?? { running: false, starting: false, machines: [], error: '', prereqsMissing: [] };
+  const labCall = async (fn: (l: LabStatus) => LabStatus): Promise<LabStatus> => {
+    if (lab === 'missing') throw new ApiError('call Lab.Status: no such method', 'Lab.Status', 404);
+    lab = fn(lab);
+    return lab;
+  };
   const connection = writable<ConnectionState>('connected');
   const auth = writable<AuthState>('ok');
   const api = {
@@ -94,6 +129,46 @@ export function fakeApi(over: {
         return status;
       }),
     },
+    site: {
+      get: vi.fn(async () => view()),
+      save: vi.fn(async (s: Site) => {
+        site = structuredClone(s);
+        return view();
+      }),
+      import: vi.fn(async (yaml: string) => {
+        if (!over.parseYaml) throw new Error('import site: yaml: line 1: did not find expected key');
+        site = over.parseYaml(yaml);
+        return view();
+      }),
+      export: vi.fn(async () => {
+        if (!site) throw new Error('no site yet');
+        return over.exportYaml ?? `cluster: ${site.cluster}\n`;
+      }),
+      generateSecrets: vi.fn(async () => {
+        if (!site) throw new Error('fill in the site first');
+        secrets = true;
+        return view();
+      }),
+    },
+    lab: {
+      status: vi.fn(() => labCall((l) => l)),
+      up: vi.fn((req: LabUpRequest) =>
+        labCall((l) => {
+          if (over.labUpError) throw new Error(over.labUpError);
+          return {
+            ...l,
+            running: true,
+            machines: Array.from({ length: req.machines }, (_, i) => ({
+              name: `lab-${i + 1}`,
+              mac: `52:54:00:00:00:0${i + 1}`,
+              firmware: req.firmware,
+              state: 'booting',
+            })),
+          };
+        }),
+      ),
+      down: vi.fn(() => labCall((l) => ({ ...l, running: false, starting: false, machines: [] }))),
+    },
     login: vi.fn(async (_pin: string) => {}),
     on: vi.fn((name: string, cb: EventHandler) => {
       const s = handlers.get(name) ?? new Set();
@@ -121,4 +196,54 @@ export function machine(mac: string, over: Partial<MachineView> = {}): MachineVi
     timeline: [{ time: '2026-11-29T13:00:00Z', kind: 'dhcp.discover', mac, arch: 'x86-64 UEFI' }],
     ...over,
   };
+}
+
+export const PCR11_TEXT = 'PCR 7 measures the SecureBoot variables (PK, KEK, db, dbx). A firmware update changes PCR 7.';
+
+/** The sample site of talos/testdata/site.yaml, as Go sends it in JSON. */
+export function sampleSite(): Site {
+  return {
+    name: 'St. Mary hospital, lab 2',
+    cluster: 'stmary-lab2',
+    talosVersion: 'v1.14.1',
+    endpoint: 'https://10.77.0.10:6443',
+    installDisk: { minSize: '100GB' },
+    network: { nameservers: ['10.77.0.1'], ntpServers: ['10.77.0.1'] },
+    registryMirrors: [{ registry: 'factory.talos.dev', endpoints: ['http://10.77.0.1:5000'] }],
+    encryption: { pcrs: '7+11', recovery: {} },
+    handoff: { target: 'bundle' },
+    events: { sink: '10.77.0.1:8090', kmsg: 'tcp://10.77.0.1:8091' },
+    machines: [
+      {
+        mac: '52:54:00:00:00:01',
+        role: 'controlplane',
+        hostname: 'cp-1',
+        installDisk: { serial: 'S5GXNX0T123456' },
+        addressing: { mode: 'static', address: '10.77.0.11/24', gateway: '10.77.0.1' },
+        labels: { site: 'stmary', room: 'lab-2', assetTag: 'SM-000123' },
+      },
+      {
+        uuid: '4c4c4544-0042-3510-8051-b4c04f4a4a31',
+        role: 'worker',
+        hostname: 'worker-1',
+        installDisk: { wwid: 'naa.5000c500a1b2c3d4', model: 'SAMSUNG MZ7LH960' },
+        addressing: {},
+        labels: { site: 'stmary', room: 'lab-2', assetTag: 'SM-000124' },
+      },
+    ],
+  };
+}
+
+/** A tiny stand-in for talos.Site.Problems: enough to drive the UI. */
+export function simpleProblems(s: Site): SiteProblem[] {
+  const ps: SiteProblem[] = [];
+  if (!s.cluster) ps.push({ path: 'cluster', message: 'is required' });
+  if (!s.endpoint) ps.push({ path: 'endpoint', message: 'is required (https://VIP-or-first-node:6443)' });
+  else if (!/^https:\/\/[^/:]+:\d+$/.test(s.endpoint)) ps.push({ path: 'endpoint', message: `"${s.endpoint}" must look like https://host:6443` });
+  (s.machines ?? []).forEach((m, i) => {
+    if (!m.mac && !m.uuid) ps.push({ path: `machines[${i}]`, message: 'set mac or uuid to identify the machine' });
+    if (!m.hostname) ps.push({ path: `machines[${i}].hostname`, message: 'is required' });
+    if (m.installDisk?.minSize === 'lots') ps.push({ path: `machines[${i}].installDisk.minSize`, message: '"lots" is not a size' });
+  });
+  return ps;
 }
