@@ -37,6 +37,7 @@ type App struct {
 	Netboot  *Netboot
 	Machines *Machines
 	Site     *Site
+	Lab      *Lab
 
 	log *slog.Logger
 }
@@ -67,6 +68,7 @@ func New(cfg Config) (*App, error) {
 		Bus:      bus,
 		Machines: machines,
 		Site:     site,
+		Lab:      NewLab(exe, cfg.DataDir, machines, bus),
 		Netboot:  NewNetboot(exe, cfg.DataDir, machines, bus, cfg.Logger),
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
 		Network:  NewNetwork(),
@@ -78,8 +80,11 @@ func New(cfg Config) (*App, error) {
 
 // Services is the one list bound to Wails and served over HTTP.
 func (a *App) Services() []any {
-	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot, a.Site}
+	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot, a.Site, a.Lab}
 }
 
 // Close stops what the services started (the boot services).
-func (a *App) Close() { a.Netboot.close() }
+func (a *App) Close() {
+	a.Netboot.close()
+	a.Lab.close()
+}
