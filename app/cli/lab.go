@@ -152,7 +152,7 @@ func labUp(ctx context.Context, args []string, stdout, stderr io.Writer, netboot
 	mix := fset.Bool("mix", false, "mix firmware, SecureBoot keys and TPMs across machines")
 	data := fset.String("data", defaultLabData(), "lab data directory")
 	cache := fset.String("cache", "", "download and build cache (default <data>/cache)")
-	sim := fset.String("simulator", "", "talossim binary for the guests (default: beside onramp, then PATH)")
+	sim := fset.String("simulator", "", "talossim binary for the guests (default: beside onramp, then PATH; \"none\" for none)")
 	nsName := fset.String("netns", lab.DefaultNetNS, "network namespace name")
 	if err := fset.Parse(args); err != nil {
 		return err
@@ -178,8 +178,11 @@ func labUp(ctx context.Context, args []string, stdout, stderr io.Writer, netboot
 	if os.Geteuid() != 0 {
 		return errors.New("lab up: needs root (network namespace, taps)")
 	}
-	if *sim == "" {
+	switch *sim {
+	case "":
 		*sim = findSimulator()
+	case "none":
+		*sim = ""
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if *sim == "" {

@@ -3,11 +3,18 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -125,4 +132,98 @@ func TestLabStatusCommand(t *testing.T) {
 	if err := Lab(t.Context(), []string{"up", "--firmware", "coreboot"}, &out, &errb, nil); err == nil {
 		t.Error("--firmware coreboot accepted")
 	}
+}
+
+// TestLabUpStatusDown runs `lab up` with one BIOS machine and no netboot
+// server, reads `lab status` while it runs, then stops it with the context
+// (as SIGINT does) and checks that the namespace is gone and status says off.
+func TestLabUpStatusDown(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	for _, b := range []string{"qemu-system-x86_64", "swtpm", "ip", "apt-get", "objcopy", "sbsign"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("%s not installed: %v", b, err)
+		}
+	}
+	cache := os.Getenv("ONRAMP_LAB_CACHE")
+	if cache == "" {
+		_, file, _, _ := runtime.Caller(0)
+		cache = filepath.Join(filepath.Dir(file), "..", "..", "build", "lab-cache")
+	}
+	data := t.TempDir()
+	ns := fmt.Sprintf("obl-t%06x", rand.IntN(1<<24))
+	t.Cleanup(func() { _ = lab.Down(context.Background(), data, ns) })
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	var upOut, upErr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- Lab(ctx, []string{"up", "--machines", "1", "--firmware", "bios", "--disk", "64M",
+			"--data", data, "--cache", cache, "--netns", ns, "--simulator", "none"}, &upOut, &upErr, nil)
+	}()
+	var status string
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) && !strings.Contains(status, "lab-1") {
+		select {
+		case err := <-done:
+			t.Fatalf("lab up returned early: %v\n%s", err, upErr.String())
+		case <-time.After(500 * time.Millisecond):
+		}
+		var out bytes.Buffer
+		if Lab(ctx, []string{"status", "--data", data}, &out, io.Discard, nil) == nil {
+			status = out.String()
+		}
+	}
+	if !strings.Contains(status, "lab-1  52:54:00:77:00:01  bios") || strings.Contains(status, "not running") {
+		t.Fatalf("status while up:\n%s\nup stderr:\n%s", status, upErr.String())
+	}
+	if _, err := os.Stat("/run/netns/" + ns); err != nil {
+		t.Errorf("namespace %s missing while up: %v", ns, err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("lab up: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("lab up did not stop within 60 s")
+	}
+	if _, err := os.Stat("/run/netns/" + ns); err == nil {
+		t.Errorf("namespace %s left after up returned", ns)
+	}
+	var out bytes.Buffer
+	if err := Lab(context.Background(), []string{"status", "--data", data}, &out, io.Discard, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "lab not running") || !strings.Contains(out.String(), "off") {
+		t.Errorf("status after up:\n%s", out.String())
+	}
+	if !strings.Contains(upOut.String(), "lab up: 1 machines") {
+		t.Errorf("up output:\n%s", upOut.String())
+	}
+	// `down` on a stopped lab is a no-op that succeeds.
+	if err := Lab(context.Background(), []string{"down", "--data", data}, io.Discard, io.Discard, nil); err != nil {
+		t.Errorf("lab down: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of `lab up`.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,0 +1,215 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type e2eWant struct {
+	state      string // StateBooted, or a prefix of "failed: ..."
+	secureboot string
+	tpm        string
+	ipxe       bool // the machine fetched its iPXE script
+}
+
+// labScenario is the machine set of the netboot end-to-end tests: UEFI+TPM
+// via firmware PXE → TFTP (signed iPXE) → HTTP kernel+initrd; BIOS via
+// QEMU's iPXE ROM → HTTP; UEFI SecureBoot with site keys → signed iPXE →
+// signed UKI; UEFI SecureBoot with vendor (Microsoft) keys, whose firmware
+// refuses the site-signed iPXE.
+func labScenario() ([]Machine, map[string]e2eWant) {
+	ms := []Machine{
+		NewMachine(1, FirmwareUEFI, "", true, 256<<20),
+		NewMachine(2, FirmwareBIOS, "", false, 256<<20),
+		NewMachine(3, FirmwareUEFISecureBoot, KeysSite, true, 256<<20),
+		NewMachine(4, FirmwareUEFISecureBoot, KeysVendor, false, 0),
+	}
+	return ms, map[string]e2eWant{
+		"lab-1": {StateBooted, "0", "1", true},
+		"lab-2": {StateBooted, "none", "0", true},
+		"lab-3": {StateBooted, "1", "1", true},
+		"lab-4": {"failed: firmware refused the boot loader", "", "", false},
+	}
+}
+
+// runScenario runs a lab with netboot nb and waits until every machine
+// reaches its wanted state (or the budget runs out), checking `lab status`.
+func runScenario(t *testing.T, nb Netboot, peer *peerNetboot, budget time.Duration) string {
+	ms, want := labScenario()
+	// With ONRAMP_TALOSSIM set to a talossim binary, the guests run the
+	// simulator and must reach maintenance mode.
+	sim := os.Getenv("ONRAMP_TALOSSIM")
+	if sim != "" {
+		for k, w := range want {
+			if w.state == StateBooted {
+				w.state = StateMaintenance
+				want[k] = w
+			}
+		}
+	}
+	data := t.TempDir()
+	ns := nsName()
+	l, err := New(Config{DataDir: data, CacheDir: testCacheDir(), NetNS: ns, Machines: ms, Netboot: nb, Simulator: sim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), budget+90*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- l.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Lab.Run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("Lab.Run did not return within 60 s of cancel")
+		}
+		_ = Down(context.Background(), data, ns)
+		if Exists := fileExists("/run/netns/" + ns); Exists {
+			t.Errorf("namespace %s left behind", ns)
+		}
+	})
+	select {
+	case <-l.Ready:
+	case err := <-done:
+		t.Fatalf("Lab.Run: %v", err)
+	case <-ctx.Done():
+		t.Fatal("lab never became ready")
+	}
+	t.Logf("lab ready after %s (kit, network, netboot)", time.Since(start).Round(100*time.Millisecond))
+	bootStart := time.Now()
+	reached := map[string]time.Duration{}
+	deadline := time.Now().Add(budget)
+	var lines []StatusLine
+	for time.Now().Before(deadline) && len(reached) < len(want) {
+		lines, _, err = Status(data)
+		if err != nil {
+			t.Fatalf("Status: %v", err)
+		}
+		for _, sl := range lines {
+			if _, ok := reached[sl.Name]; !ok && strings.HasPrefix(sl.State, want[sl.Name].state) {
+				reached[sl.Name] = time.Since(bootStart)
+				t.Logf("%s (%s) %s after %s", sl.Name, sl.Firmware, sl.State, reached[sl.Name].Round(100*time.Millisecond))
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("Lab.Run returned early: %v", err)
+		case <-time.After(time.Second):
+		}
+	}
+	st := l.State()
+	for _, m := range st.Machines {
+		w := want[m.Name]
+		o := ObserveFile(filepath.Join(m.Dir, "serial.log"))
+		if _, ok := reached[m.Name]; !ok {
+			log, _ := os.ReadFile(filepath.Join(m.Dir, "serial.log"))
+			extra := ""
+			if peer != nil {
+				extra = "\nkea: " + peerLog(peer.logDir, "kea.log") + "\ntftpd: " + peerLog(peer.logDir, "in.tftpd.out")
+			}
+			t.Errorf("%s: state %q, want %q; serial tail:\n%s%s", m.Name, o, w.state, tail(string(log), 2500), extra)
+			continue
+		}
+		if w.state != StateBooted && w.state != StateMaintenance {
+			continue
+		}
+		if got := o.Info["secureboot"]; got != w.secureboot {
+			t.Errorf("%s: guest reports secureboot=%q, want %q", m.Name, got, w.secureboot)
+		}
+		if got := o.Info["tpm"]; got != w.tpm {
+			t.Errorf("%s: guest reports tpm=%q, want %q", m.Name, got, w.tpm)
+		}
+		if got := o.Info["serial"]; got != m.Serial {
+			t.Errorf("%s: guest reports serial=%q, want %q", m.Name, got, m.Serial)
+		}
+		if ip := o.Info["ip"]; !strings.HasPrefix(ip, "10.77.0.") {
+			t.Errorf("%s: guest address %q not from the lab subnet", m.Name, ip)
+		}
+		if peer != nil && w.ipxe && len(peer.served(m.MAC)) == 0 {
+			t.Errorf("%s: never fetched its iPXE script", m.Name)
+		}
+	}
+	if peer != nil && len(peer.served(ms[3].MAC)) != 0 {
+		t.Errorf("vendor-keys machine fetched an iPXE script: its firmware should have refused iPXE")
+	}
+	t.Logf("all machines settled after %s", time.Since(bootStart).Round(100*time.Millisecond))
+	return data
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// TestNetbootWithPeers boots the scenario from Kea + tftpd-hpa + net/http.
+func TestNetbootWithPeers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots four QEMU guests (~2 min on 2 cores); skipped with -short")
+	}
+	needRoot(t, "kea-dhcp4", "in.tftpd", "ip")
+	needQEMU(t)
+	ms, _ := labScenario()
+	peer := &peerNetboot{machines: ms, logDir: t.TempDir(), fetched: map[string][]string{}}
+	runScenario(t, peer.Run, peer, 240*time.Second)
+}
+
+// TestNetbootOnramp boots the scenario from Onramp's own `onramp netboot`
+// verb. Set ONRAMP_LAB_E2E=1 and ONRAMP_BIN to the onramp binary (built
+// with `go build -o bin/onramp .` otherwise).
+func TestNetbootOnramp(t *testing.T) {
+	if os.Getenv("ONRAMP_LAB_E2E") != "1" {
+		t.Skip("set ONRAMP_LAB_E2E=1 to boot the lab from Onramp's own netboot")
+	}
+	needRoot(t, "ip")
+	needQEMU(t)
+	bin := os.Getenv("ONRAMP_BIN")
+	if bin == "" {
+		bin = filepath.Join(t.TempDir(), "onramp")
+		cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, "onramp")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build onramp: %v\n%s", err, out)
+		}
+	}
+	data := runScenario(t, ExecNetboot(bin), nil, 240*time.Second)
+	// Onramp's own events tell the vendor-keys machine's story: DHCP and the
+	// iPXE download over TFTP, then no iPXE script ever asked for (its
+	// firmware refused iPXE; it may still try UEFI HTTP boot, refused too);
+	// the others fetched their kernel or UKI over HTTP.
+	b, err := os.ReadFile(filepath.Join(data, NetbootEventsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		var e struct{ Kind, MAC string }
+		if json.Unmarshal([]byte(line), &e) != nil || e.MAC == "" {
+			continue
+		}
+		if kinds[e.MAC] == nil {
+			kinds[e.MAC] = map[string]bool{}
+		}
+		kinds[e.MAC][e.Kind] = true
+	}
+	ms, _ := labScenario()
+	for _, m := range ms {
+		k := kinds[m.MAC]
+		if !k["dhcp.ack"] {
+			t.Errorf("%s: no dhcp.ack event; events: %v", m.Name, k)
+		}
+		if m.SecureBootKeys == KeysVendor {
+			if !k["tftp.done"] || k["ipxe.script"] {
+				t.Errorf("%s (vendor keys): want tftp.done and no iPXE script; events: %v", m.Name, k)
+			}
+		} else if !k["http.done"] && !k["ipxe.script"] {
+			t.Errorf("%s: no HTTP events; events: %v", m.Name, k)
+		}
+	}
+}
