@@ -123,10 +123,13 @@ func Classify(pkt *dhcpv4.DHCPv4) (Request, error) {
 }
 
 // parseUUID reads option 97: type 0 followed by a 16-byte UUID (RFC 4578 §2.3).
-// The UUID is printed as SMBIOS shows it: the first three fields little-endian
-// would be the "wire" order used by some tools, but PXE firmware sends the
-// SMBIOS bytes as-is and dmidecode prints them byte-swapped; we follow iPXE's
-// ${uuid} (which is what the iPXE script URL carries) so both stages agree.
+// RFC 4578 says the UUID follows the EFI GUID layout, whose first three
+// fields are little-endian, and that is what EDK2 and iPXE send (iPXE's
+// dhcp.c "uuid_mangle"s the SMBIOS UUID before sending it). Seen in the
+// virtual lab: SMBIOS 0a770000-0000-4000-8000-... arrives as bytes that
+// print 0000770a-0000-0040-8000-.... We swap the three fields back so the
+// UUID reads as dmidecode, iPXE's ${uuid} and Talos show it: one machine,
+// one ID across DHCP, the iPXE script URL and maintenance mode.
 func parseUUID(v []byte) (string, error) {
 	if len(v) != 17 || v[0] != 0 {
 		return "", fmt.Errorf("%w: want type 0 and 16 bytes, got %d bytes", ErrBadUUID, len(v))
@@ -135,7 +138,8 @@ func parseUUID(v []byte) (string, error) {
 	if isZero(b) {
 		return "", nil
 	}
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
+	return fmt.Sprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%x-%x",
+		b[3], b[2], b[1], b[0], b[5], b[4], b[7], b[6], b[8:10], b[10:16]), nil
 }
 
 func isZero(b []byte) bool {

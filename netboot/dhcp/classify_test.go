@@ -50,7 +50,7 @@ func TestClassify(t *testing.T) {
 			name: "uefi x64 with uuid",
 			mods: []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003016")), dhcpv4.WithOption(dhcpv4.OptClientArch(iana.Arch(7))),
 				dhcpv4.WithGeneric(dhcpv4.OptionClientMachineIdentifier, testUUID)},
-			want: Request{Type: dhcpv4.MessageTypeDiscover, Arch: netboot.ArchUEFIx64, UUID: "4c4c4544-0042-1080-8033-b7c04f503532", VendorClass: "PXEClient:Arch:00007:UNDI:003016", PXE: true},
+			want: Request{Type: dhcpv4.MessageTypeDiscover, Arch: netboot.ArchUEFIx64, UUID: "44454c4c-4200-8010-8033-b7c04f503532", VendorClass: "PXEClient:Arch:00007:UNDI:003016", PXE: true},
 		},
 		{
 			name: "uefi http boot",

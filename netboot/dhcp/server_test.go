@@ -112,7 +112,7 @@ func TestUdhcpcIsolated(t *testing.T) {
 		{"http-boot", "02:00:00:00:00:14", []string{"-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010"}, "http://10.77.0.1:8080/boot/ipxe.efi", ""},
 		{"http-boot-uki", "02:00:00:00:00:15", []string{"-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "0x5d:0010"}, "http://10.77.0.1:8080/assets/talos/v1.14.1/amd64/uki.signed.efi", ""},
 		{"ipxe", "02:00:00:00:00:16", []string{"-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007", "-x", "0x4d:69505845", "-x", "0x61:00" + uuid},
-			"http://10.77.0.1:8080/ipxe?mac=02%3A00%3A00%3A00%3A00%3A16&uuid=00112233-4455-6677-8899-00aabbccddee", ""},
+			"http://10.77.0.1:8080/ipxe?arch=7&mac=02%3A00%3A00%3A00%3A00%3A16&uuid=33221100-5544-7766-8899-00aabbccddee", ""},
 	}
 	got := map[string]string{}
 	for _, c := range cases {
