@@ -236,6 +236,12 @@ func (s *Sim) setStage(ctx context.Context, st Stage) {
 	s.mu.Unlock()
 
 	s.log.Info("stage", "stage", string(st))
+	// The virtual lab reads the node's state from its serial console
+	// (lab/status.go: the last "ONRAMP-LAB: state=..." line wins).
+	labState := map[Stage]string{StageMaintenance: "maintenance", StageInstalling: "installing", StageRunning: "installed"}[st]
+	if labState != "" {
+		fmt.Fprintf(s.cfg.Console, "ONRAMP-LAB: state=%s\n", labState)
+	}
 
 	if s.cfg.Events == nil {
 		return
