@@ -87,6 +87,8 @@ func (m *Machines) Emit(e netboot.Event) {
 		maps.Copy(v.Attrs, e.Attrs)
 	case netboot.EventDHCPIgnored:
 		v.Stage, v.Problem = "ignored", e.Err
+	case netboot.EventStuck:
+		v.Problem = e.Err
 	case netboot.EventTFTPError, netboot.EventHTTPError, netboot.EventDHCPNak:
 		if e.Err != "" {
 			v.Problem = e.Err

@@ -178,7 +178,13 @@ func TestNetbootOnramp(t *testing.T) {
 			t.Fatalf("build onramp: %v\n%s", err, out)
 		}
 	}
-	data := runScenario(t, ExecNetboot(bin), nil, 240*time.Second)
+	data := runScenario(t, ExecNetboot(bin, "--stuck-after", "20s"), nil, 240*time.Second)
+	// The stuck report comes 20 s after the vendor-keys machine's last
+	// iPXE download: give it that long after the machines settled.
+	pollUntil(90*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(data, NetbootEventsFile))
+		return strings.Contains(string(b), `"kind":"netboot.stuck"`)
+	})
 	// Onramp's own events tell the vendor-keys machine's story: DHCP and the
 	// iPXE download over TFTP, then no iPXE script ever asked for (its
 	// firmware refused iPXE; it may still try UEFI HTTP boot, refused too);
@@ -188,8 +194,13 @@ func TestNetbootOnramp(t *testing.T) {
 		t.Fatal(err)
 	}
 	kinds := map[string]map[string]bool{}
+	attrs := map[string]map[string]string{} // MAC → what Onramp's Talos client read in maintenance mode
+	stuck := map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
-		var e struct{ Kind, MAC string }
+		var e struct {
+			Kind, MAC, Error string
+			Attrs            map[string]string
+		}
 		if json.Unmarshal([]byte(line), &e) != nil || e.MAC == "" {
 			continue
 		}
@@ -197,6 +208,12 @@ func TestNetbootOnramp(t *testing.T) {
 			kinds[e.MAC] = map[string]bool{}
 		}
 		kinds[e.MAC][e.Kind] = true
+		if e.Kind == "talos.maintenance" {
+			attrs[e.MAC] = e.Attrs
+		}
+		if e.Kind == "netboot.stuck" {
+			stuck[e.MAC] = e.Error
+		}
 	}
 	ms, _ := labScenario()
 	for _, m := range ms {
@@ -208,8 +225,43 @@ func TestNetbootOnramp(t *testing.T) {
 			if !k["tftp.done"] || k["ipxe.script"] {
 				t.Errorf("%s (vendor keys): want tftp.done and no iPXE script; events: %v", m.Name, k)
 			}
+			// Onramp says in plain words where and why it is stuck.
+			if !strings.Contains(stuck[m.MAC], "stuck after") || !strings.Contains(stuck[m.MAC], "SecureBoot") {
+				t.Errorf("%s (vendor keys): want a netboot.stuck event naming SecureBoot; got %q", m.Name, stuck[m.MAC])
+			}
+			continue
 		} else if !k["http.done"] && !k["ipxe.script"] {
 			t.Errorf("%s: no HTTP events; events: %v", m.Name, k)
+		}
+		if os.Getenv("ONRAMP_TALOSSIM") == "" {
+			continue
+		}
+		// Onramp's real Talos client (machinery, over the maintenance
+		// API's TLS) saw the machine and read what its firmware reports.
+		a := attrs[m.MAC]
+		if a == nil {
+			t.Errorf("%s: Onramp never saw it in maintenance mode (no talos.maintenance event)", m.Name)
+			continue
+		}
+		wantSB, wantTPM := "off", "absent"
+		if m.Firmware == FirmwareUEFISecureBoot {
+			wantSB = "on"
+		}
+		if m.TPM {
+			wantTPM = "present"
+		}
+		if a["serial"] != m.Serial || a["secureBoot"] != wantSB || a["tpm"] != wantTPM || a["fingerprint"] == "" {
+			t.Errorf("%s: Talos client read serial=%q secureBoot=%q tpm=%q fingerprint=%q; want %q, %q, %q and a fingerprint",
+				m.Name, a["serial"], a["secureBoot"], a["tpm"], a["fingerprint"], m.Serial, wantSB, wantTPM)
+		}
+	}
+}
+
+// pollUntil polls cond once a second until it holds or max passes.
+func pollUntil(max time.Duration, cond func() bool) {
+	for deadline := time.Now().Add(max); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if cond() {
+			return
 		}
 	}
 }

@@ -116,6 +116,7 @@ const (
 	EventHTTPError    EventKind = "http.error"
 	EventIPXEScript   EventKind = "ipxe.script"
 	EventForeignDHCP  EventKind = "alarm.foreign-dhcp" // another DHCP server seen on the cart network
+	EventStuck        EventKind = "netboot.stuck"      // a machine stopped between two boot stages
 )
 
 // Event is one step on a machine's timeline. Err holds a plain-words

@@ -43,6 +43,7 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ipxeDir := fset.String("ipxe-dir", "/usr/lib/ipxe", "directory with the iPXE binaries")
 	httpPort := fset.Int("http-port", 8080, "HTTP port for scripts and assets")
 	rate := fset.Int64("rate-limit", 0, "bytes/s per client on HTTP downloads (0 = off)")
+	stuckAfter := fset.Duration("stuck-after", 60*time.Second, "report a machine stuck when it loaded iPXE but asked for no script within this time")
 	discoverNodes := fset.Bool("discover", true, "look at each leased machine's Talos maintenance API (port 50000)")
 	allowForeign := fset.Bool("allow-foreign-dhcp", false, "start isolated mode even if another DHCP server answers")
 	if err := fset.Parse(args); err != nil {
@@ -85,7 +86,7 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	srv, err := server.New(server.Config{
 		Iface: *iface, Mode: m, AllowForeign: *allowForeign, DataDir: *data,
 		AssetsDir: *assets, IPXEDir: *ipxeDir, HTTPPort: *httpPort, RateLimit: *rate,
-		Booter: booter, Sink: sink, Logger: log,
+		StuckAfter: *stuckAfter, Booter: booter, Sink: sink, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -72,9 +72,12 @@ type Config struct {
 	RateLimit int64 // bytes/s per client on HTTP downloads; 0 = off
 	// ProbeTimeout bounds the start-up probe for foreign DHCP servers; default 4 s.
 	ProbeTimeout time.Duration
-	Booter       netboot.Booter
-	Sink         netboot.Sink
-	Logger       *slog.Logger
+	// StuckAfter is how long a machine may sit between downloading iPXE
+	// and asking for its script before it is reported stuck; default 60 s.
+	StuckAfter time.Duration
+	Booter     netboot.Booter
+	Sink       netboot.Sink
+	Logger     *slog.Logger
 }
 
 // Server is the set of boot services on one interface.
@@ -85,7 +88,8 @@ type Server struct {
 	mu   sync.Mutex
 	mode Mode // resolved mode while running
 
-	macs *ipToMAC
+	macs  *ipToMAC
+	stuck *stuckWatch
 }
 
 // New checks cfg and fills in defaults. It opens nothing.
@@ -120,11 +124,15 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Sink == nil {
 		cfg.Sink = netboot.Discard
 	}
+	if cfg.StuckAfter <= 0 {
+		cfg.StuckAfter = 60 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "netboot", "iface", cfg.Iface)}
-	s.macs = &ipToMAC{next: cfg.Sink, m: make(map[string]string)}
+	s.stuck = newStuckWatch(cfg.Sink, cfg.StuckAfter)
+	s.macs = &ipToMAC{next: s.stuck, m: make(map[string]string)}
 	return s, nil
 }
 
@@ -246,6 +254,7 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error { return httpSrv.Run(gctx) })
 	g.Go(func() error { return tftpSrv.Run(gctx) })
 	g.Go(func() error { return dhcpSrv.Run(gctx) })
+	g.Go(func() error { return s.stuck.Run(gctx) })
 	if mode == Isolated {
 		watch, err := dhcp.NewWatch(dhcp.WatchConfig{Iface: cfg.Iface, Own: []net.IP{cfg.ServerIP}, Sink: s.macs, Logger: cfg.Logger})
 		if err != nil {
