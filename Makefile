@@ -8,6 +8,7 @@ COMMIT     ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 TAGS       := desktop,production,webkit2_41
 BIN        := build/bin/onramp
+SIM        := build/bin/talossim
 WAILS      := build/bin/wails
 DATA       ?= $(HOME)/.local/share/onramp
 LISTEN     ?= 127.0.0.1:8080
@@ -24,7 +25,7 @@ APT_PACKAGES := build-essential pkg-config libgtk-3-dev libwebkit2gtk-4.1-dev li
 dev: setup wails-cli
 	$(WAILS) dev -tags webkit2_41
 
-.PHONY: dev all run serve build test test-go test-frontend e2e lint bench soak clean setup deps-apt deps-npm wails-cli frontend
+.PHONY: dev all run serve build talossim test test-go test-lab test-fuzz test-frontend e2e lint bench soak clean setup deps-apt deps-npm wails-cli frontend
 
 all: build
 
@@ -50,9 +51,13 @@ frontend: deps-npm
 	cd frontend && npm run build
 	@touch frontend/dist/.gitkeep
 
-## build: the desktop binary (Wails, WebKitGTK 4.1) with the UI embedded
-build: setup frontend
+## build: the desktop binary (Wails, WebKitGTK 4.1) with the UI embedded, and
+## beside it the static Talos node simulator the virtual lab's guests run
+build: setup frontend talossim
 	CGO_ENABLED=1 $(GO) build -trimpath -tags $(TAGS) -ldflags '$(LDFLAGS)' -o $(BIN) .
+
+talossim:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(SIM) ./lab/sim/cmd/talossim
 
 ## run: the app. A window when there is a display, else the web UI on $(LISTEN).
 run: build wails-cli
@@ -62,12 +67,30 @@ run: build wails-cli
 serve: build
 	$(BIN) serve --data $(DATA) --listen $(LISTEN)
 
-## test: Go tests (race), frontend unit tests and type checks, end-to-end in Chromium and under Xvfb
-test: build wails-cli test-go test-frontend e2e
+## test: Go tests (race; real peers in private namespaces), the virtual lab end to
+## end, short fuzz runs, frontend unit tests and type checks, the UI in Chromium
+## and the desktop window under Xvfb
+test: build wails-cli test-go test-lab test-fuzz test-frontend e2e
 
 test-go:
 	$(GO) vet ./...
-	$(GO) test -race -timeout 20m ./...
+	$(GO) test -race -timeout 25m ./...
+
+## test-lab: QEMU guests (UEFI+TPM, BIOS, SecureBoot site keys, SecureBoot vendor
+## keys) netboot from `onramp netboot` into the Talos node simulator
+test-lab: build
+	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) \
+	  $(GO) test -count=1 -timeout 15m -run '^TestNetbootOnramp$$' -v ./lab/ 2>&1 | \
+	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e_test.go' ; exit $${PIPESTATUS[0]}
+
+## test-fuzz: every fuzz target for a short, fixed budget
+test-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime 10s ./netboot/dhcp
+	$(GO) test -run '^$$' -fuzz '^FuzzSanitize$$' -fuzztime 10s ./netboot/tftp
+	$(GO) test -run '^$$' -fuzz '^FuzzRender$$' -fuzztime 10s ./netboot/ipxe
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSite$$' -fuzztime 5s ./talos
+	$(GO) test -run '^$$' -fuzz '^FuzzDiskSelector$$' -fuzztime 5s ./talos
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCmdline$$' -fuzztime 5s ./lab/sim
 
 test-frontend: deps-npm
 	cd frontend && npm run check && npm test
@@ -87,5 +110,5 @@ soak: build
 	@echo "make soak: the long reliability suite is not written yet (issue 6)"; exit 1
 
 clean:
-	rm -rf build/bin build/e2e frontend/node_modules
+	rm -rf build/bin build/e2e build/bench frontend/node_modules
 	find frontend/dist -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true

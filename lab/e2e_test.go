@@ -226,6 +226,7 @@ func TestNetbootOnramp(t *testing.T) {
 				t.Errorf("%s (vendor keys): want tftp.done and no iPXE script; events: %v", m.Name, k)
 			}
 			// Onramp says in plain words where and why it is stuck.
+			t.Logf("%s: Onramp reports: %s", m.Name, stuck[m.MAC])
 			if !strings.Contains(stuck[m.MAC], "stuck after") || !strings.Contains(stuck[m.MAC], "SecureBoot") {
 				t.Errorf("%s (vendor keys): want a netboot.stuck event naming SecureBoot; got %q", m.Name, stuck[m.MAC])
 			}
@@ -250,6 +251,7 @@ func TestNetbootOnramp(t *testing.T) {
 		if m.TPM {
 			wantTPM = "present"
 		}
+		t.Logf("%s: Onramp's Talos client read serial=%s secureBoot=%s tpm=%s fingerprint=%s", m.Name, a["serial"], a["secureBoot"], a["tpm"], a["fingerprint"])
 		if a["serial"] != m.Serial || a["secureBoot"] != wantSB || a["tpm"] != wantTPM || a["fingerprint"] == "" {
 			t.Errorf("%s: Talos client read serial=%q secureBoot=%q tpm=%q fingerprint=%q; want %q, %q, %q and a fingerprint",
 				m.Name, a["serial"], a["secureBoot"], a["tpm"], a["fingerprint"], m.Serial, wantSB, wantTPM)
