@@ -64,12 +64,15 @@ func New(cfg Config) (*App, error) {
 		return nil, fmt.Errorf("find own binary: %w", err)
 	}
 	machines := NewMachines(bus)
+	nb := NewNetboot(exe, cfg.DataDir, machines, bus, cfg.Logger)
+	lb := NewLab(exe, cfg.DataDir, machines, bus)
+	nb.labRunning, lb.onChange = lb.running, nb.publish
 	return &App{
 		Bus:      bus,
 		Machines: machines,
 		Site:     site,
-		Lab:      NewLab(exe, cfg.DataDir, machines, bus),
-		Netboot:  NewNetboot(exe, cfg.DataDir, machines, bus, cfg.Logger),
+		Lab:      lb,
+		Netboot:  nb,
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
 		Network:  NewNetwork(),
 		Settings: settings,

@@ -35,6 +35,8 @@ type Lab struct {
 	done     chan struct{}
 	err      string
 	starting bool
+	// onChange is told when the lab starts or stops (netboot status).
+	onChange func()
 }
 
 // LabStatus is what the lab panel shows.
@@ -178,6 +180,16 @@ func (l *Lab) publish() {
 		st, _ := l.Status()
 		l.bus.Publish("lab:status", st)
 	}
+	if l.onChange != nil {
+		l.onChange()
+	}
+}
+
+// running reports whether the lab child runs.
+func (l *Lab) running() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cancel != nil
 }
 
 // follow tails the lab's netboot event file into the machine registry and

@@ -16,15 +16,15 @@ import (
 	"syscall"
 	"time"
 
+	"onramp/lab"
 	"onramp/netboot"
 	"onramp/netboot/dhcp"
 )
 
-// LabNamespace and LabBridge name the virtual lab's cart network (see lab/).
-// In the UI the lab is an interface like any NIC: "lab".
+// LabNamespace is the virtual lab's network namespace; in the UI the lab is
+// an interface like any NIC, named LabIface.
 const (
-	LabNamespace = "onramp-lab"
-	LabBridge    = "br0"
+	LabNamespace = lab.DefaultNetNS
 	LabIface     = "lab"
 )
 
@@ -40,6 +40,10 @@ type Netboot struct {
 	bus      *Bus
 	log      *slog.Logger
 
+	// labRunning reports whether the virtual lab (which serves netboot on
+	// its own network) is up; nil = no lab.
+	labRunning func() bool
+
 	mu     sync.Mutex
 	status NetbootStatus
 	cancel context.CancelFunc
@@ -54,6 +58,9 @@ type NetbootStatus struct {
 	Effective string    `json:"effective,omitempty"` // decided: isolated | proxy
 	StartedAt time.Time `json:"startedAt,omitzero"`
 	Error     string    `json:"error,omitempty"` // why the services stopped, in plain words
+	// ByLab is true when the virtual lab runs the boot services on its
+	// own network; they stop with the lab.
+	ByLab bool `json:"byLab,omitempty"`
 }
 
 // StartRequest is Netboot.Start's argument.
@@ -71,8 +78,12 @@ func NewNetboot(exe, dataDir string, machines *Machines, bus *Bus, log *slog.Log
 // Status reports whether the boot services run, and how.
 func (n *Netboot) Status() (NetbootStatus, error) {
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.status, nil
+	st := n.status
+	n.mu.Unlock()
+	if !st.Running && n.labRunning != nil && n.labRunning() {
+		return NetbootStatus{Running: true, Iface: LabIface, Mode: "isolated", Effective: "isolated", ByLab: true}, nil
+	}
+	return st, nil
 }
 
 // Machines lists the machines seen so far with their timelines.
@@ -123,6 +134,14 @@ func (n *Netboot) Start(req StartRequest) (NetbootStatus, error) {
 	default:
 		return NetbootStatus{}, fmt.Errorf("mode %q is not one of auto, isolated, proxy", req.Mode)
 	}
+	if req.Iface == LabIface {
+		// The lab serves Onramp's netboot on its network itself (isolated
+		// mode); its machines' events reach Discover through the Lab service.
+		if st, _ := n.Status(); st.ByLab {
+			return st, nil
+		}
+		return NetbootStatus{}, errors.New("the virtual lab is not up: start it first (Network step, \"No servers here?\")")
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.status.Running {
@@ -133,17 +152,8 @@ func (n *Netboot) Start(req StartRequest) (NetbootStatus, error) {
 		return NetbootStatus{}, fmt.Errorf("start netboot: %w", err)
 	}
 	args := []string{"netboot", "--mode", req.Mode, "--data", dir}
-	var name string
-	if req.Iface == LabIface {
-		if _, err := os.Stat(filepath.Join("/run/netns", LabNamespace)); err != nil {
-			return NetbootStatus{}, errors.New("the virtual lab is not up: start it with `onramp lab up` (or `make run` offers it)")
-		}
-		name = "ip"
-		args = append([]string{"netns", "exec", LabNamespace, n.exe}, append(args, "--iface", LabBridge)...)
-	} else {
-		name = n.exe
-		args = append(args, "--iface", req.Iface)
-	}
+	name := n.exe
+	args = append(args, "--iface", req.Iface)
 	if req.AllowForeign {
 		args = append(args, "--allow-foreign-dhcp")
 	}
@@ -207,6 +217,9 @@ func (n *Netboot) Stop() (NetbootStatus, error) {
 	n.cancel = nil
 	n.mu.Unlock()
 	if cancel == nil {
+		if st, _ := n.Status(); st.ByLab {
+			return st, errors.New("netboot on the virtual lab stops with the lab: stop the lab")
+		}
 		return n.Status()
 	}
 	cancel()
@@ -224,6 +237,14 @@ func (n *Netboot) close() { n.Stop() }
 func (n *Netboot) publishLocked() {
 	if n.bus != nil {
 		n.bus.Publish("netboot:status", n.status)
+	}
+}
+
+// publish sends the current status (the lab calls it when it starts or stops).
+func (n *Netboot) publish() {
+	if n.bus != nil {
+		st, _ := n.Status()
+		n.bus.Publish("netboot:status", st)
 	}
 }
 
