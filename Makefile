@@ -103,11 +103,15 @@ lint: deps-npm
 	$(GO) vet ./...
 	cd frontend && npm run check
 
+## bench: Onramp vs Kea (perfdhcp), tftpd-hpa and nginx in private namespaces,
+## plus rack boot and resource use; a table of ratios and build/bench/latest.json.
+## BENCH_ARGS=-quick for a short run.
 bench: build
-	@echo "make bench: benchmarks against Kea, tftpd-hpa and nginx are not written yet (issue 6)"; exit 1
+	bash build/bench.sh -onramp $(BIN) $(BENCH_ARGS)
 
-soak: build
-	@echo "make soak: the long reliability suite is not written yet (issue 6)"; exit 1
+## soak: every fuzz target for FUZZTIME (default 60s), then the long reliability suite
+soak: setup
+	bash build/soak.sh
 
 clean:
 	rm -rf build/bin build/e2e build/bench frontend/node_modules

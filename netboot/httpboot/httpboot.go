@@ -47,6 +47,10 @@ import (
 type Config struct {
 	// Addr to listen on, e.g. "10.77.0.1:8080".
 	Addr string
+	// Iface, when set, binds the listener to that interface
+	// (SO_BINDTODEVICE): connections arriving on any other interface are
+	// refused even when it routes to Addr.
+	Iface string
 	// Assets is served under /assets/ (talos/v1.14.1/amd64/vmlinuz ...).
 	// Use (*os.Root).FS(): os.DirFS follows symlinks out of the directory.
 	Assets fs.FS
@@ -134,7 +138,8 @@ func (s *Server) Listen() (net.Addr, error) {
 	if s.ln != nil {
 		return s.ln.Addr(), nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	lc := netboot.ListenConfig(s.cfg.Iface)
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
 	}

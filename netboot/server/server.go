@@ -70,7 +70,7 @@ type Config struct {
 	HTTPPort  int   // default 8080
 	TFTPPort  int   // default 69
 	RateLimit int64 // bytes/s per client on HTTP downloads; 0 = off
-	// ProbeTimeout bounds the start-up probe for foreign DHCP servers; default 4 s.
+	// ProbeTimeout bounds the start-up probe for foreign DHCP servers; default 1.5 s.
 	ProbeTimeout time.Duration
 	// StuckAfter is how long a machine may sit between downloading iPXE
 	// and asking for its script before it is reported stuck; default 60 s.
@@ -119,7 +119,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.TFTPPort = 69
 	}
 	if cfg.ProbeTimeout <= 0 {
-		cfg.ProbeTimeout = 4 * time.Second
+		// DHCP servers on a LAN answer within milliseconds; 1.5 s (three
+		// DISCOVERs) keeps a restart after a crash under 2 s.
+		cfg.ProbeTimeout = 1500 * time.Millisecond
 	}
 	if cfg.Sink == nil {
 		cfg.Sink = netboot.Discard
@@ -202,6 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ip := cfg.ServerIP.String()
 	httpSrv, err := httpboot.New(httpboot.Config{
 		Addr:       net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort)),
+		Iface:      cfg.Iface,
 		Assets:     rootFS(assets),
 		BootFiles:  bootFS,
 		Booter:     cfg.Booter,
@@ -215,6 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	tftpSrv, err := tftp.New(tftp.Config{
 		Addr:   net.JoinHostPort(ip, strconv.Itoa(cfg.TFTPPort)),
+		Iface:  cfg.Iface,
 		Root:   bootFS,
 		Sink:   s.macs,
 		Logger: cfg.Logger,

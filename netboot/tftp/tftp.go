@@ -47,9 +47,12 @@ const DefaultBlockSize = 1468
 
 // Config configures a Server.
 type Config struct {
-	// Addr is the UDP address to listen on, e.g. "10.77.0.1:69". Binding the
-	// cart interface's address keeps the server off every other network.
+	// Addr is the UDP address to listen on, e.g. "10.77.0.1:69".
 	Addr string
+	// Iface, when set, binds the socket to that interface (SO_BINDTODEVICE):
+	// requests arriving on any other interface are never seen, even when
+	// that interface routes to Addr.
+	Iface string
 	// Root holds the files served, usually BootFiles(...) or
 	// (*os.Root).FS(). Do not use os.DirFS for a directory an untrusted
 	// party can write to: it follows symlinks out of the directory; an
@@ -177,10 +180,12 @@ func (s *Server) Listen() (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve tftp address %s: %w", s.cfg.Addr, err)
 	}
-	conn, err := net.ListenUDP("udp", ua)
+	lc := netboot.ListenConfig(s.cfg.Iface)
+	pc, err := lc.ListenPacket(context.Background(), "udp", ua.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen tftp on %s: %w", s.cfg.Addr, err)
 	}
+	conn := pc.(*net.UDPConn)
 	// pin/tftp turns on IP_PKTINFO when Serve starts, to learn the local
 	// address and the interface MTU of each request. A request queued before
 	// that carries no such information and would be capped at blksize 512,
