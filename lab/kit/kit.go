@@ -12,13 +12,34 @@ import (
 // -no-reboot and exits instead), quiet enough to keep TCG boots quick.
 const DefaultCmdline = "console=ttyS0,115200 panic=-1 loglevel=4 talos.platform=metal"
 
+// The signing-key fingerprints the Talos simulator reports in
+// SecurityState when it boots from the lab's signed UKI (it cannot measure
+// its own image, so they come from its command line: onramp.sim.uki_fpr=,
+// onramp.sim.pcr_fpr=; see lab/sim/README.md). They are what a site using
+// the lab expects in node.Expected. The UKI one is the SHA-256 of Debian's
+// snakeoil certificate (DER), the lab's default signing key; the lab has no
+// PCR signing key, so the PCR one is a fixed test value (the SHA-256 of
+// "onramp lab PCR signing key (fixed test value)").
+const (
+	LabUKISigningKeyFingerprint = "282e8130b7070f107aaecc25d3992ca4440270860b09088792a5075fab0d13f8"
+	LabPCRSigningKeyFingerprint = "6755d582ed83cbba5ce1f3981a65aa4d44f26222efbabcbd2c391a8ad428cb37"
+)
+
+// DefaultUKICmdline is the command line embedded in the lab's UKI: the
+// default one plus the simulator's signing-key fingerprints. Kernel+initrd
+// boots (no UKI) carry none, as a Talos node not booted from a UKI reports
+// none.
+const DefaultUKICmdline = DefaultCmdline +
+	" onramp.sim.uki_fpr=" + LabUKISigningKeyFingerprint +
+	" onramp.sim.pcr_fpr=" + LabPCRSigningKeyFingerprint
+
 // Options configure Prepare. Zero fields take the defaults noted.
 type Options struct {
 	CacheDir      string     // required: downloads and built artefacts
 	KernelPackage string     // default: what linux-image-amd64 depends on
 	Busybox       string     // default /bin/busybox (package busybox-static)
 	Simulator     string     // optional talossim binary to put in the initramfs
-	UKICmdline    string     // embedded in the UKI; default DefaultCmdline
+	UKICmdline    string     // embedded in the UKI; default DefaultUKICmdline
 	Key           SigningKey // db key for the UKI and iPXE; default Snakeoil
 	IPXEEFI       string     // default /usr/lib/ipxe/ipxe.efi (package ipxe)
 }
@@ -41,11 +62,19 @@ func Prepare(ctx context.Context, o Options) (*Assets, error) {
 	if o.CacheDir == "" {
 		return nil, fmt.Errorf("prepare guest kit: no cache dir")
 	}
+	// Tests in several packages (and a lab started beside them) share one
+	// cache: one preparer at a time, across processes, or two downloads
+	// and unpacks of the same package trip over each other.
+	unlock, err := lockDir(ctx, o.CacheDir)
+	if err != nil {
+		return nil, fmt.Errorf("prepare guest kit: %w", err)
+	}
+	defer unlock()
 	if o.Busybox == "" {
 		o.Busybox = "/bin/busybox"
 	}
 	if o.UKICmdline == "" {
-		o.UKICmdline = DefaultCmdline
+		o.UKICmdline = DefaultUKICmdline
 	}
 	if o.Key.Key == "" {
 		o.Key = Snakeoil
