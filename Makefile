@@ -80,7 +80,7 @@ test-go:
 ## keys) netboot from `onramp netboot` into the Talos node simulator
 test-lab: build
 	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) \
-	  $(GO) test -count=1 -timeout 15m -run '^TestNetbootOnramp$$' -v ./lab/ 2>&1 | \
+	  $(GO) test -count=1 -timeout 15m -run '^(TestNetbootOnramp|TestLabInstallVerify)$$' -v ./lab/ 2>&1 | \
 	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e_test.go' ; exit $${PIPESTATUS[0]}
 
 ## test-fuzz: every fuzz target for a short, fixed budget

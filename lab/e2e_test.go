@@ -42,6 +42,11 @@ func labScenario() ([]Machine, map[string]e2eWant) {
 // reaches its wanted state (or the budget runs out), checking `lab status`.
 func runScenario(t *testing.T, nb Netboot, peer *peerNetboot, budget time.Duration) string {
 	ms, want := labScenario()
+	return runMachines(t, nb, peer, budget, ms, want, nsName())
+}
+
+// runMachines is runScenario for machine set ms in namespace ns.
+func runMachines(t *testing.T, nb Netboot, peer *peerNetboot, budget time.Duration, ms []Machine, want map[string]e2eWant, ns string) string {
 	// With ONRAMP_TALOSSIM set to a talossim binary, the guests run the
 	// simulator and must reach maintenance mode.
 	sim := os.Getenv("ONRAMP_TALOSSIM")
@@ -54,13 +59,13 @@ func runScenario(t *testing.T, nb Netboot, peer *peerNetboot, budget time.Durati
 		}
 	}
 	data := t.TempDir()
-	ns := nsName()
 	l, err := New(Config{DataDir: data, CacheDir: testCacheDir(), NetNS: ns, Machines: ms, Netboot: nb, Simulator: sim})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The lab keeps running after this returns, for the caller's checks;
+	// the cleanup stops it.
 	ctx, cancel := context.WithTimeout(t.Context(), budget+90*time.Second)
-	defer cancel()
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- l.Run(ctx) }()
@@ -140,8 +145,10 @@ func runScenario(t *testing.T, nb Netboot, peer *peerNetboot, budget time.Durati
 			t.Errorf("%s: never fetched its iPXE script", m.Name)
 		}
 	}
-	if peer != nil && len(peer.served(ms[3].MAC)) != 0 {
-		t.Errorf("vendor-keys machine fetched an iPXE script: its firmware should have refused iPXE")
+	for _, m := range ms {
+		if peer != nil && m.SecureBootKeys == KeysVendor && len(peer.served(m.MAC)) != 0 {
+			t.Errorf("%s: vendor-keys machine fetched an iPXE script: its firmware should have refused iPXE", m.Name)
+		}
 	}
 	t.Logf("all machines settled after %s", time.Since(bootStart).Round(100*time.Millisecond))
 	return data
