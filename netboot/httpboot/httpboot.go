@@ -47,10 +47,12 @@ import (
 type Config struct {
 	// Addr to listen on, e.g. "10.77.0.1:8080".
 	Addr string
-	// Iface, when set, binds the listener to that interface
-	// (SO_BINDTODEVICE): connections arriving on any other interface are
-	// refused even when it routes to Addr.
-	Iface string
+	// OnLink, when set, is the cart network: connections from any other
+	// address are closed before a byte is read, so a machine on another
+	// network that routes to Addr gets nothing. (SO_BINDTODEVICE, which
+	// TFTP and DHCP use, loses TCP connections that arrive through a Linux
+	// bridge: seen in the virtual lab, where the bridge is the cart switch.)
+	OnLink *net.IPNet
 	// Assets is served under /assets/ (talos/v1.14.1/amd64/vmlinuz ...).
 	// Use (*os.Root).FS(): os.DirFS follows symlinks out of the directory.
 	Assets fs.FS
@@ -138,10 +140,12 @@ func (s *Server) Listen() (net.Addr, error) {
 	if s.ln != nil {
 		return s.ln.Addr(), nil
 	}
-	lc := netboot.ListenConfig(s.cfg.Iface)
-	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
+	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
+	}
+	if s.cfg.OnLink != nil {
+		ln = &onLinkListener{Listener: ln, net: s.cfg.OnLink, log: s.h.log}
 	}
 	s.ln = ln
 	return ln.Addr(), nil
@@ -181,4 +185,25 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("serve http: %w", err)
 	}
 	return nil
+}
+
+// onLinkListener accepts only connections from the cart network.
+type onLinkListener struct {
+	net.Listener
+	net *net.IPNet
+	log *slog.Logger
+}
+
+func (l *onLinkListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok && l.net.Contains(a.IP) {
+			return c, nil
+		}
+		l.log.Warn("refused a connection from outside the cart network", "remote", c.RemoteAddr().String())
+		c.Close()
+	}
 }

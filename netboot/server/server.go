@@ -166,7 +166,7 @@ func ifaceAddr(iface string) (net.IP, *net.IPNet, error) {
 // Run decides the mode and serves until ctx ends or a service fails.
 func (s *Server) Run(ctx context.Context) error {
 	cfg := s.cfg
-	if cfg.ServerIP == nil || (cfg.Subnet == nil && cfg.Mode != Proxy) {
+	if cfg.ServerIP == nil || cfg.Subnet == nil {
 		ip, subnet, err := ifaceAddr(cfg.Iface)
 		if err != nil {
 			return fmt.Errorf("netboot: %w", err)
@@ -204,7 +204,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ip := cfg.ServerIP.String()
 	httpSrv, err := httpboot.New(httpboot.Config{
 		Addr:       net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort)),
-		Iface:      cfg.Iface,
+		OnLink:     cfg.Subnet,
 		Assets:     rootFS(assets),
 		BootFiles:  bootFS,
 		Booter:     cfg.Booter,
