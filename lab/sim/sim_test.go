@@ -335,7 +335,12 @@ func TestConfigURLInstallsAndSendsEvents(t *testing.T) {
 	simtest.Start(t, s)
 	simtest.WaitStage(t, s, sim.StageRunning, 20*time.Second)
 
+	// The stage changes before its event is published: give the last
+	// event a moment to arrive.
 	stages, bad := es.snapshot()
+	for deadline := time.Now().Add(10 * time.Second); len(stages) < 5 && time.Now().Before(deadline); stages, bad = es.snapshot() {
+		time.Sleep(20 * time.Millisecond)
+	}
 	want := []machine.MachineStatusEvent_MachineStage{
 		machine.MachineStatusEvent_BOOTING, machine.MachineStatusEvent_MAINTENANCE, machine.MachineStatusEvent_INSTALLING,
 		machine.MachineStatusEvent_BOOTING, machine.MachineStatusEvent_RUNNING,
