@@ -62,8 +62,12 @@ func (w *stuckWatch) Emit(e netboot.Event) {
 		if e.Kind == netboot.EventHTTPDone {
 			via = "HTTP"
 		}
-		w.loaded[e.MAC] = loaded{at: w.now(), file: path.Base(e.File), via: via, ip: e.IP}
-		delete(w.flagged, e.MAC)
+		// Firmware that refuses iPXE often retries the same boot option in
+		// a loop: keep the first download's time, so the retries cannot
+		// postpone the report forever.
+		if _, waiting := w.loaded[e.MAC]; !waiting {
+			w.loaded[e.MAC] = loaded{at: w.now(), file: path.Base(e.File), via: via, ip: e.IP}
+		}
 	case e.Kind == netboot.EventIPXEScript:
 		delete(w.loaded, e.MAC)
 		delete(w.flagged, e.MAC)

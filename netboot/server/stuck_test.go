@@ -26,9 +26,13 @@ func TestStuckWatch(t *testing.T) {
 	w.Emit(netboot.Event{Kind: netboot.EventHTTPDone, MAC: "m4", File: "/boot/ipxe.efi", Bytes: 1000})
 
 	now = now.Add(30 * time.Second)
+	// m1's firmware retries every 30 s: the retries must not postpone the report.
+	w.Emit(netboot.Event{Kind: netboot.EventTFTPDone, MAC: "m1", File: "ipxe.efi", Bytes: 1000})
 	w.check()
 	now = now.Add(31 * time.Second)
 	w.check()
+	w.Emit(netboot.Event{Kind: netboot.EventTFTPDone, MAC: "m1", File: "ipxe.efi", Bytes: 1000})
+	now = now.Add(31 * time.Second)
 	w.check()
 
 	stuck := map[string]string{}
