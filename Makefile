@@ -79,7 +79,7 @@ test-go:
 ## test-lab: QEMU guests (UEFI+TPM, BIOS, SecureBoot site keys, SecureBoot vendor
 ## keys) netboot from `onramp netboot` into the Talos node simulator
 test-lab: build
-	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) \
+	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) ONRAMP_BENCH_LAB_JSON=$(CURDIR)/build/bench/lab.json \
 	  $(GO) test -count=1 -timeout 15m -run '^(TestNetbootOnramp|TestLabInstallVerify)$$' -v ./lab/ 2>&1 | \
 	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e_test.go' ; exit $${PIPESTATUS[0]}
 
@@ -105,7 +105,8 @@ lint: deps-npm
 
 ## bench: Onramp vs Kea (perfdhcp), tftpd-hpa and nginx in private namespaces,
 ## plus rack boot and resource use; a table of ratios and build/bench/latest.json.
-## BENCH_ARGS=-quick for a short run.
+## BENCH_ARGS=-quick for a short run. The virtual lab column comes from the last
+## `make test-lab` (build/bench/lab.json).
 bench: build
 	bash build/bench.sh -onramp $(BIN) $(BENCH_ARGS)
 

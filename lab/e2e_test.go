@@ -151,6 +151,9 @@ func runMachines(t *testing.T, nb Netboot, peer *peerNetboot, budget time.Durati
 		}
 	}
 	t.Logf("all machines settled after %s", time.Since(bootStart).Round(100*time.Millisecond))
+	if p := os.Getenv("ONRAMP_BENCH_LAB_JSON"); p != "" && len(ms) == 4 && nb != nil && peer == nil {
+		writeLabBench(t, p, ms, st, reached, time.Since(bootStart))
+	}
 	return data
 }
 
@@ -272,5 +275,35 @@ func pollUntil(max time.Duration, cond func() bool) {
 		if cond() {
 			return
 		}
+	}
+}
+
+// writeLabBench records the scenario's boot times for `make bench`
+// (build/bench/lab.json, shown in its table as the virtual lab's N-guest
+// QEMU boot time).
+func writeLabBench(t *testing.T, path string, ms []Machine, st State, reached map[string]time.Duration, settled time.Duration) {
+	type guest struct {
+		Firmware string  `json:"firmware"`
+		State    string  `json:"state"`
+		Seconds  float64 `json:"seconds"`
+	}
+	out := struct {
+		Guests         int              `json:"guests"`
+		SettledSeconds float64          `json:"settledSeconds"`
+		Simulator      bool             `json:"simulator"`
+		MeasuredAt     time.Time        `json:"measuredAt"`
+		Machines       map[string]guest `json:"machines"`
+	}{Guests: len(ms), SettledSeconds: settled.Seconds(), Simulator: os.Getenv("ONRAMP_TALOSSIM") != "", MeasuredAt: time.Now().UTC(), Machines: map[string]guest{}}
+	for _, m := range st.Machines {
+		o := ObserveFile(filepath.Join(m.Dir, "serial.log"))
+		out.Machines[m.Name] = guest{Firmware: m.Describe(), State: o.String(), Seconds: reached[m.Name].Seconds()}
+	}
+	b, _ := json.MarshalIndent(out, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Errorf("write %s: %v", path, err)
+		return
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Errorf("write %s: %v", path, err)
 	}
 }

@@ -47,11 +47,10 @@ import (
 type Config struct {
 	// Addr to listen on, e.g. "10.77.0.1:8080".
 	Addr string
-	// OnLink, when set, is the cart network: connections from any other
-	// address are closed before a byte is read, so a machine on another
-	// network that routes to Addr gets nothing. (SO_BINDTODEVICE, which
-	// TFTP and DHCP use, loses TCP connections that arrive through a Linux
-	// bridge: seen in the virtual lab, where the bridge is the cart switch.)
+	// OnLink, when set, is the cart network: the kernel drops SYNs from any
+	// other source address (netboot.OnLinkListenConfig), and Accept closes
+	// anything that gets through regardless, so a machine on another network
+	// that routes to Addr gets nothing.
 	OnLink *net.IPNet
 	// Assets is served under /assets/ (talos/v1.14.1/amd64/vmlinuz ...).
 	// Use (*os.Root).FS(): os.DirFS follows symlinks out of the directory.
@@ -140,7 +139,11 @@ func (s *Server) Listen() (net.Addr, error) {
 	if s.ln != nil {
 		return s.ln.Addr(), nil
 	}
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	lc, err := netboot.OnLinkListenConfig(s.cfg.OnLink)
+	if err != nil {
+		return nil, fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
 	}

@@ -218,7 +218,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	tftpSrv, err := tftp.New(tftp.Config{
 		Addr:   net.JoinHostPort(ip, strconv.Itoa(cfg.TFTPPort)),
-		Iface:  cfg.Iface,
+		OnLink: cfg.Subnet,
 		Root:   bootFS,
 		Sink:   s.macs,
 		Logger: cfg.Logger,

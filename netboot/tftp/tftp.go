@@ -49,10 +49,10 @@ const DefaultBlockSize = 1468
 type Config struct {
 	// Addr is the UDP address to listen on, e.g. "10.77.0.1:69".
 	Addr string
-	// Iface, when set, binds the socket to that interface (SO_BINDTODEVICE):
-	// requests arriving on any other interface are never seen, even when
-	// that interface routes to Addr.
-	Iface string
+	// OnLink, when set, is the cart network: the kernel drops requests from
+	// any other source address (netboot.OnLinkListenConfig), so a machine on
+	// another network that routes to Addr gets no answer at all.
+	OnLink *net.IPNet
 	// Root holds the files served, usually BootFiles(...) or
 	// (*os.Root).FS(). Do not use os.DirFS for a directory an untrusted
 	// party can write to: it follows symlinks out of the directory; an
@@ -180,7 +180,10 @@ func (s *Server) Listen() (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("resolve tftp address %s: %w", s.cfg.Addr, err)
 	}
-	lc := netboot.ListenConfig(s.cfg.Iface)
+	lc, err := netboot.OnLinkListenConfig(s.cfg.OnLink)
+	if err != nil {
+		return nil, fmt.Errorf("listen tftp on %s: %w", s.cfg.Addr, err)
+	}
 	pc, err := lc.ListenPacket(context.Background(), "udp", ua.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen tftp on %s: %w", s.cfg.Addr, err)
