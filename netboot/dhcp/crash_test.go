@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -86,15 +87,15 @@ func TestKill9UnderLoad(t *testing.T) {
 	needBin(t, "perfdhcp")
 	needBin(t, "tshark")
 	l := newIsolatedLab(t)
-	sh(t, "ip", "-n", l.C, "addr", "add", "10.77.0.2/16", "dev", l.cIf)
-	sh(t, "ip", "-n", l.S, "addr", "change", "10.77.0.1/16", "dev", l.sIf)
-	pcap, stopCapture := capture(t, l.C, l.cIf)
+	nettest.Sh(t, "ip", "-n", l.C, "addr", "add", "10.77.0.2/16", "dev", l.cIf)
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "change", "10.77.0.1/16", "dev", l.sIf)
+	pcap, stopCapture := nettest.Capture(t, l.C, l.cIf, "udp")
 	srv, _ := startHelper(t, l.S, l.sIf, l.leaseFile)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	perf := exec.CommandContext(ctx, "ip", "netns", "exec", l.C, "perfdhcp", "-4", "-l", "10.77.0.2", "-r", "300", "-R", "1500", "-p", "4", "-W", "500000", "10.77.0.1")
-	perfOut := &lockedBuffer{}
+	perfOut := &nettest.LockedBuffer{}
 	perf.Stdout, perf.Stderr = perfOut, perfOut
 	if err := perf.Start(); err != nil {
 		t.Fatal(err)
@@ -112,7 +113,7 @@ func TestKill9UnderLoad(t *testing.T) {
 	t.Logf("perfdhcp:\n%s", perfOut.String())
 
 	// ACKs on the wire: chaddr and yiaddr.
-	out := sh(t, "tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 5", "-T", "fields", "-e", "dhcp.hw.mac_addr", "-e", "dhcp.ip.your")
+	out := nettest.Sh(t, "tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 5", "-T", "fields", "-e", "dhcp.hw.mac_addr", "-e", "dhcp.ip.your")
 	acked := map[string]string{} // ip → mac
 	n := 0
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -16,7 +17,7 @@ import (
 func dhclient(t *testing.T, ns, iface, mac, vendor string, arch int) map[string]string {
 	t.Helper()
 	needBin(t, "dhclient")
-	sh(t, "ip", "-n", ns, "link", "set", iface, "address", mac)
+	nettest.Sh(t, "ip", "-n", ns, "link", "set", iface, "address", mac)
 	dir := t.TempDir()
 	conf := "option onramp-arch code 93 = unsigned integer 16;\n" +
 		"request subnet-mask, routers, tftp-server-name, bootfile-name;\n"
@@ -30,7 +31,7 @@ func dhclient(t *testing.T, ns, iface, mac, vendor string, arch int) map[string]
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "dhclient", "-4", "-1", "-d", "-v",
 		"-cf", dir+"/dhclient.conf", "-lf", dir+"/leases", "-pf", dir+"/pid", "-sf", dir+"/script.sh", iface)
-	out := &lockedBuffer{}
+	out := &nettest.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start dhclient: %v", err)

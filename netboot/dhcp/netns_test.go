@@ -1,16 +1,14 @@
 package dhcp
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"runtime"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,18 +43,6 @@ func randTag() string {
 	return hex.EncodeToString(b)
 }
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
-	}
-	return string(out)
-}
-
 // lab is a set of namespaces joined by veth pairs.
 type lab struct {
 	t   *testing.T
@@ -71,9 +57,9 @@ func newLab(t *testing.T) *lab {
 // ns creates namespace obd<tag><suffix> with lo up.
 func (l *lab) ns(suffix string) string {
 	name := "obd" + l.tag + suffix
-	sh(l.t, "ip", "netns", "add", name)
+	nettest.Sh(l.t, "ip", "netns", "add", name)
 	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	sh(l.t, "ip", "-n", name, "link", "set", "lo", "up")
+	nettest.Sh(l.t, "ip", "-n", name, "link", "set", "lo", "up")
 	return name
 }
 
@@ -81,9 +67,9 @@ func (l *lab) ns(suffix string) string {
 // and returns their names.
 func (l *lab) link(nsA, a, nsB, b string) (string, string) {
 	ia, ib := "obd"+l.tag+a, "obd"+l.tag+b
-	sh(l.t, "ip", "link", "add", ia, "netns", nsA, "type", "veth", "peer", "name", ib, "netns", nsB)
-	sh(l.t, "ip", "-n", nsA, "link", "set", ia, "up")
-	sh(l.t, "ip", "-n", nsB, "link", "set", ib, "up")
+	nettest.Sh(l.t, "ip", "link", "add", ia, "netns", nsA, "type", "veth", "peer", "name", ib, "netns", nsB)
+	nettest.Sh(l.t, "ip", "-n", nsA, "link", "set", ia, "up")
+	nettest.Sh(l.t, "ip", "-n", nsB, "link", "set", ib, "up")
 	return ia, ib
 }
 
@@ -159,58 +145,4 @@ func startServer(t *testing.T, ns string, s *Server) (stop func() error) {
 		}
 	})
 	return stop
-}
-
-// capture runs tshark in ns on iface until stop is called and returns the
-// pcap path.
-func capture(t *testing.T, ns, iface string) (pcap string, stop func()) {
-	t.Helper()
-	needBin(t, "tshark")
-	pcap = t.TempDir() + "/capture.pcap"
-	cmd := exec.Command("ip", "netns", "exec", ns, "tshark", "-i", iface, "-w", pcap, "-q", "-f", "udp")
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start tshark: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(stderr.String(), "Capturing on") && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	var once bool
-	stop = func() {
-		if once {
-			return
-		}
-		once = true
-		time.Sleep(300 * time.Millisecond) // let the last packets land
-		cmd.Process.Signal(os.Interrupt)
-		waited := make(chan struct{})
-		go func() { cmd.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-waited
-		}
-	}
-	t.Cleanup(stop)
-	return pcap, stop
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"net"
+	"onramp/netboot/nettest"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -26,8 +27,8 @@ func TestPerfdhcpRelayed(t *testing.T) {
 	t.Parallel()
 	needBin(t, "perfdhcp")
 	l := newIsolatedLab(t)
-	sh(t, "ip", "-n", l.C, "addr", "add", "10.77.0.2/16", "dev", l.cIf)
-	sh(t, "ip", "-n", l.S, "addr", "change", "10.77.0.1/16", "dev", l.sIf)
+	nettest.Sh(t, "ip", "-n", l.C, "addr", "add", "10.77.0.2/16", "dev", l.cIf)
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "change", "10.77.0.1/16", "dev", l.sIf)
 	_, subnet, _ := net.ParseCIDR("10.77.0.0/16")
 	s, err := New(Config{
 		Iface: l.sIf, Mode: Isolated, ServerIP: net.ParseIP("10.77.0.1"), Subnet: subnet,
@@ -76,8 +77,8 @@ func TestPerfdhcpKea(t *testing.T) {
 	l := newLab(t)
 	K, C := l.ns("k"), l.ns("c")
 	kIf, cIf := l.link(K, "k0", C, "c0")
-	sh(t, "ip", "-n", K, "addr", "add", "10.77.0.1/16", "dev", kIf)
-	sh(t, "ip", "-n", C, "addr", "add", "10.77.0.2/16", "dev", cIf)
+	nettest.Sh(t, "ip", "-n", K, "addr", "add", "10.77.0.1/16", "dev", kIf)
+	nettest.Sh(t, "ip", "-n", C, "addr", "add", "10.77.0.2/16", "dev", cIf)
 	startKea(t, K, kIf, "10.77.0.0/16", "10.77.1.0 - 10.77.8.255")
 	runPerfdhcp(t, C)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"strings"
@@ -33,7 +34,7 @@ func startKea(t *testing.T, ns, iface, subnet, pool string) {
 	os.WriteFile(dir+"/kea.json", []byte(conf), 0o644)
 	cmd := exec.Command("ip", "netns", "exec", ns, "kea-dhcp4", "-c", dir+"/kea.json")
 	cmd.Env = append(os.Environ(), "KEA_PIDFILE_DIR="+dir, "KEA_LOCKFILE_DIR="+dir)
-	out := &lockedBuffer{}
+	out := &nettest.LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start kea: %v", err)
@@ -78,15 +79,15 @@ func newProxyLab(t *testing.T) *proxyLab {
 	l := &proxyLab{lab: newLab(t), rec: &netboot.Recorder{}}
 	l.K, l.S, l.C = l.ns("k"), l.ns("s"), l.ns("c")
 	l.br = "obd" + l.tag + "br"
-	sh(t, "ip", "-n", l.K, "link", "add", l.br, "type", "bridge", "stp_state", "0", "forward_delay", "0")
-	sh(t, "ip", "-n", l.K, "addr", "add", "10.88.0.2/24", "dev", l.br)
-	sh(t, "ip", "-n", l.K, "link", "set", l.br, "up")
+	nettest.Sh(t, "ip", "-n", l.K, "link", "add", l.br, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+	nettest.Sh(t, "ip", "-n", l.K, "addr", "add", "10.88.0.2/24", "dev", l.br)
+	nettest.Sh(t, "ip", "-n", l.K, "link", "set", l.br, "up")
 	var kS, kC string
 	l.sIf, kS = l.link(l.S, "s0", l.K, "ks")
 	l.cIf, kC = l.link(l.C, "c0", l.K, "kc")
-	sh(t, "ip", "-n", l.K, "link", "set", kS, "master", l.br)
-	sh(t, "ip", "-n", l.K, "link", "set", kC, "master", l.br)
-	sh(t, "ip", "-n", l.S, "addr", "add", "10.88.0.1/24", "dev", l.sIf)
+	nettest.Sh(t, "ip", "-n", l.K, "link", "set", kS, "master", l.br)
+	nettest.Sh(t, "ip", "-n", l.K, "link", "set", kC, "master", l.br)
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "add", "10.88.0.1/24", "dev", l.sIf)
 	return l
 }
 
@@ -99,7 +100,7 @@ func TestProxyBesideKea(t *testing.T) {
 		t.Fatal(err)
 	}
 	startServer(t, l.S, s)
-	pcap, stopCapture := capture(t, l.C, l.cIf)
+	pcap, stopCapture := nettest.Capture(t, l.C, l.cIf, "udp")
 
 	// Probe from the client side finds the site server and our proxy.
 	var found []Found
@@ -139,7 +140,7 @@ func TestProxyBesideKea(t *testing.T) {
 	udhcpc(t, l.C, l.cIf, "02:00:00:00:02:01", "-t", "1", "-T", "1", "-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007")
 	env["ip"] = env["new_ip_address"]
 	// ... and port 4011 gives it the boot file (EDK2's BINL step).
-	sh(t, "ip", "-n", l.C, "addr", "add", env["ip"]+"/24", "dev", l.cIf)
+	nettest.Sh(t, "ip", "-n", l.C, "addr", "add", env["ip"]+"/24", "dev", l.cIf)
 	ack := pxeRequest(t, l.C, net.ParseIP(env["ip"]), "02:00:00:00:02:01", 7)
 	if ack.MessageType() != dhcpv4.MessageTypeAck || ack.BootFileNameOption() != FileUEFIx64 ||
 		!ack.ServerIPAddr.Equal(net.ParseIP("10.88.0.1")) || ack.ClassIdentifier() != "PXEClient" || !ack.YourIPAddr.IsUnspecified() {
@@ -149,12 +150,12 @@ func TestProxyBesideKea(t *testing.T) {
 
 	// On the wire: our proxy offer to the real client carried the boot file,
 	// no address, and option 60 PXEClient; tshark finds nothing malformed.
-	out := sh(t, "tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 2 && ip.src == 10.88.0.1 && dhcp.hw.mac_addr == 02:00:00:00:02:01",
+	out := nettest.Sh(t, "tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 2 && ip.src == 10.88.0.1 && dhcp.hw.mac_addr == 02:00:00:00:02:01",
 		"-T", "fields", "-e", "dhcp.ip.your", "-e", "dhcp.file", "-e", "dhcp.option.vendor_class_id", "-e", "dhcp.option.ip_address_lease_time")
 	if !strings.Contains(out, "0.0.0.0\tipxe.efi\tPXEClient\t") || strings.Contains(out, "\t\t600") {
 		t.Errorf("proxy offer on the wire: %q", out)
 	}
-	out = sh(t, "tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 2 && ip.src == 10.88.0.2 && dhcp.hw.mac_addr == 02:00:00:00:02:01",
+	out = nettest.Sh(t, "tshark", "-r", pcap, "-Y", "dhcp.option.dhcp == 2 && ip.src == 10.88.0.2 && dhcp.hw.mac_addr == 02:00:00:00:02:01",
 		"-T", "fields", "-e", "dhcp.ip.your")
 	if !strings.HasPrefix(out, "10.88.0.") {
 		t.Errorf("kea's offer to the PXE client on the wire: %q", out)

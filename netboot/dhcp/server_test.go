@@ -3,6 +3,7 @@ package dhcp
 import (
 	"context"
 	"net"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"strings"
@@ -46,7 +47,7 @@ func newIsolatedLab(t *testing.T) *isolatedLab {
 	l := &isolatedLab{lab: newLab(t)}
 	l.S, l.C = l.ns("s"), l.ns("c")
 	l.sIf, l.cIf = l.link(l.S, "s0", l.C, "c0")
-	sh(t, "ip", "-n", l.S, "addr", "add", "10.77.0.1/24", "dev", l.sIf)
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "add", "10.77.0.1/24", "dev", l.sIf)
 	l.leaseFile = t.TempDir() + "/leases"
 	l.rec = &netboot.Recorder{}
 	l.newServer = func() *Server {
@@ -69,7 +70,7 @@ func newIsolatedLab(t *testing.T) *isolatedLab {
 func udhcpc(t *testing.T, ns, iface, mac string, args ...string) map[string]string {
 	t.Helper()
 	needBin(t, "busybox")
-	sh(t, "ip", "-n", ns, "link", "set", iface, "address", mac)
+	nettest.Sh(t, "ip", "-n", ns, "link", "set", iface, "address", mac)
 	dir := t.TempDir()
 	script := dir + "/script.sh"
 	os.WriteFile(script, []byte("#!/bin/sh\n[ \"$1\" = bound ] && env > "+dir+"/bound\nexit 0\n"), 0o755)
@@ -94,7 +95,7 @@ func udhcpc(t *testing.T, ns, iface, mac string, args ...string) map[string]stri
 func TestUdhcpcIsolated(t *testing.T) {
 	t.Parallel()
 	l := newIsolatedLab(t)
-	pcap, stopCapture := capture(t, l.C, l.cIf)
+	pcap, stopCapture := nettest.Capture(t, l.C, l.cIf, "udp")
 	stop := startServer(t, l.S, l.newServer())
 
 	uuid := "0011223344556677889900aabbccddeeff"[:32]
@@ -168,12 +169,12 @@ func TestUdhcpcIsolated(t *testing.T) {
 // server and flags none as malformed.
 func checkPcap(t *testing.T, pcap string, min int) {
 	t.Helper()
-	out := sh(t, "tshark", "-r", pcap, "-Y", "dhcp && udp.srcport == 67", "-T", "fields", "-e", "dhcp.option.dhcp")
+	out := nettest.Sh(t, "tshark", "-r", pcap, "-Y", "dhcp && udp.srcport == 67", "-T", "fields", "-e", "dhcp.option.dhcp")
 	n := len(strings.Fields(out))
 	if n < min {
 		t.Errorf("tshark saw %d server DHCP packets, want at least %d", n, min)
 	}
-	bad := sh(t, "tshark", "-r", pcap, "-Y", "_ws.malformed || _ws.expert.severity >= warning && dhcp")
+	bad := nettest.Sh(t, "tshark", "-r", pcap, "-Y", "_ws.malformed || _ws.expert.severity >= warning && dhcp")
 	if strings.TrimSpace(bad) != "" {
 		t.Errorf("tshark flags packets:\n%s", bad)
 	}

@@ -3,6 +3,7 @@ package dhcp
 import (
 	"context"
 	"net"
+	"onramp/netboot/nettest"
 	"os/exec"
 	"strings"
 	"testing"
@@ -35,7 +36,7 @@ func TestWatchForeignServer(t *testing.T) {
 	if ev := rec.Events(); len(ev) != 0 {
 		t.Fatalf("alarm with only our own server on the network: %+v", ev)
 	}
-	sh(t, "ip", "-n", l.C, "addr", "add", "10.77.0.2/24", "dev", l.cIf)
+	nettest.Sh(t, "ip", "-n", l.C, "addr", "add", "10.77.0.2/24", "dev", l.cIf)
 	startKea(t, l.C, l.cIf, "10.77.0.0/24", "10.77.0.200 - 10.77.0.220")
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -57,8 +58,8 @@ func TestInterfaceSafety(t *testing.T) {
 	l := newIsolatedLab(t)
 	X := l.ns("x")
 	sOther, xIf := l.link(l.S, "s1", X, "x1")
-	sh(t, "ip", "-n", l.S, "addr", "add", "10.79.0.1/24", "dev", sOther)
-	pcap, stopCapture := capture(t, X, xIf)
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "add", "10.79.0.1/24", "dev", sOther)
+	pcap, stopCapture := nettest.Capture(t, X, xIf, "udp")
 	startServer(t, l.S, l.newServer())
 	if env := udhcpc(t, X, xIf, "02:00:00:00:03:01", "-t", "2", "-T", "1", "-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "0x5d:0007"); env != nil {
 		t.Errorf("client on the other interface got a lease: %v", env["ip"])

@@ -48,9 +48,8 @@ type Config struct {
 	// Addr to listen on, e.g. "10.77.0.1:8080".
 	Addr string
 	// OnLink, when set, is the cart network: the kernel drops SYNs from any
-	// other source address (netboot.OnLinkListenConfig), and Accept closes
-	// anything that gets through regardless, so a machine on another network
-	// that routes to Addr gets nothing.
+	// other source address (netboot.OnLinkListenConfig), so a machine on
+	// another network that routes to Addr gets nothing, not even a SYN-ACK.
 	OnLink *net.IPNet
 	// Assets is served under /assets/ (talos/v1.14.1/amd64/vmlinuz ...).
 	// Use (*os.Root).FS(): os.DirFS follows symlinks out of the directory.
@@ -147,9 +146,7 @@ func (s *Server) Listen() (net.Addr, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
 	}
-	if s.cfg.OnLink != nil {
-		ln = &onLinkListener{Listener: ln, net: s.cfg.OnLink, log: s.h.log}
-	}
+
 	s.ln = ln
 	return ln.Addr(), nil
 }
@@ -188,25 +185,4 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("serve http: %w", err)
 	}
 	return nil
-}
-
-// onLinkListener accepts only connections from the cart network.
-type onLinkListener struct {
-	net.Listener
-	net *net.IPNet
-	log *slog.Logger
-}
-
-func (l *onLinkListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok && l.net.Contains(a.IP) {
-			return c, nil
-		}
-		l.log.Warn("refused a connection from outside the cart network", "remote", c.RemoteAddr().String())
-		c.Close()
-	}
 }

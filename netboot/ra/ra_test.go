@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,18 +35,6 @@ func TestBuild(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("Build:\n got %x\nwant %x", got, want)
 	}
-}
-
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
-	}
-	return string(out)
 }
 
 func inNetns(ns string, f func() error) error {
@@ -100,19 +88,19 @@ func TestRAInNetns(t *testing.T) {
 	tag := "obd" + hex.EncodeToString(b)
 	A, B := tag+"a", tag+"b"
 	for _, ns := range []string{A, B} {
-		sh(t, "ip", "netns", "add", ns)
+		nettest.Sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		nettest.Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
 	aIf, bIf := tag+"a0", tag+"b0"
-	sh(t, "ip", "link", "add", aIf, "netns", A, "type", "veth", "peer", "name", bIf, "netns", B)
-	sh(t, "ip", "netns", "exec", A, "sysctl", "-qw", "net.ipv6.conf."+aIf+".accept_dad=0")
-	sh(t, "ip", "netns", "exec", B, "sysctl", "-qw", "net.ipv6.conf."+bIf+".accept_dad=0")
-	sh(t, "ip", "-n", A, "link", "set", aIf, "up")
-	sh(t, "ip", "-n", B, "link", "set", bIf, "up")
+	nettest.Sh(t, "ip", "link", "add", aIf, "netns", A, "type", "veth", "peer", "name", bIf, "netns", B)
+	nettest.Sh(t, "ip", "netns", "exec", A, "sysctl", "-qw", "net.ipv6.conf."+aIf+".accept_dad=0")
+	nettest.Sh(t, "ip", "netns", "exec", B, "sysctl", "-qw", "net.ipv6.conf."+bIf+".accept_dad=0")
+	nettest.Sh(t, "ip", "-n", A, "link", "set", aIf, "up")
+	nettest.Sh(t, "ip", "-n", B, "link", "set", bIf, "up")
 	// The sender needs its link-local source address.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		out := sh(t, "ip", "-n", A, "-6", "addr", "show", "dev", aIf)
+		out := nettest.Sh(t, "ip", "-n", A, "-6", "addr", "show", "dev", aIf)
 		if strings.Contains(out, "fe80::") && !strings.Contains(out, "tentative") {
 			break
 		}
@@ -123,7 +111,7 @@ func TestRAInNetns(t *testing.T) {
 
 	pcap := t.TempDir() + "/ra.pcap"
 	capCmd := exec.Command("ip", "netns", "exec", B, "tshark", "-i", bIf, "-w", pcap, "-q", "-f", "icmp6")
-	capErr := &lockedBuffer{}
+	capErr := &nettest.LockedBuffer{}
 	capCmd.Stderr = capErr
 	if err := capCmd.Start(); err != nil {
 		t.Fatal(err)
@@ -174,7 +162,7 @@ func TestRAInNetns(t *testing.T) {
 	}
 	var slaac bool
 	for deadline := time.Now().Add(8 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if strings.Contains(sh(t, "ip", "-n", B, "-6", "addr", "show", "dev", bIf), "inet6 fd77::") {
+		if strings.Contains(nettest.Sh(t, "ip", "-n", B, "-6", "addr", "show", "dev", bIf), "inet6 fd77::") {
 			slaac = true
 			break
 		}
@@ -182,7 +170,7 @@ func TestRAInNetns(t *testing.T) {
 	if !slaac {
 		t.Error("the peer's kernel formed no fd77:: address from our RAs")
 	}
-	if routes := sh(t, "ip", "-n", B, "-6", "route", "show", "default"); strings.TrimSpace(routes) != "" {
+	if routes := nettest.Sh(t, "ip", "-n", B, "-6", "route", "show", "default"); strings.TrimSpace(routes) != "" {
 		t.Errorf("peer installed a default route through us (router lifetime must be 0): %s", routes)
 	}
 	time.Sleep(time.Until(started.Add(4 * time.Second))) // one periodic RA at least (3 s ± 25 %)
@@ -191,28 +179,11 @@ func TestRAInNetns(t *testing.T) {
 		t.Errorf("sender run: %v", err)
 	}
 	stopCap()
-	ras := sh(t, "tshark", "-r", pcap, "-Y", "icmpv6.type == 134 && icmpv6.nd.ra.router_lifetime == 0 && icmpv6.opt.prefix == fd77::", "-T", "fields", "-e", "ipv6.hlim", "-e", "ipv6.dst")
+	ras := nettest.Sh(t, "tshark", "-r", pcap, "-Y", "icmpv6.type == 134 && icmpv6.nd.ra.router_lifetime == 0 && icmpv6.opt.prefix == fd77::", "-T", "fields", "-e", "ipv6.hlim", "-e", "ipv6.dst")
 	if n := strings.Count(ras, "\n"); n < 1 || strings.Count(ras, "255\t") != n || !strings.Contains(ras, "ff02::1") {
 		t.Errorf("tshark saw %d RAs (want ≥ 1, all hop limit 255, one to ff02::1): %q", n, ras)
 	}
-	if bad := sh(t, "tshark", "-r", pcap, "-Y", "_ws.malformed || (icmpv6 && _ws.expert.severity >= warning)"); strings.TrimSpace(bad) != "" {
+	if bad := nettest.Sh(t, "tshark", "-r", pcap, "-Y", "_ws.malformed || (icmpv6 && _ws.expert.severity >= warning)"); strings.TrimSpace(bad) != "" {
 		t.Errorf("tshark flags packets:\n%s", bad)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

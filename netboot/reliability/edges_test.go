@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"fmt"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,49 +11,9 @@ import (
 	"time"
 )
 
-// capture runs tshark on iface in ns until the returned stop is called.
-func capture(t *testing.T, ns, iface string) (pcap string, stop func()) {
-	t.Helper()
-	pcap = filepath.Join(t.TempDir(), "cap.pcap")
-	f, _ := os.Create(pcap)
-	f.Close()
-	os.Chmod(pcap, 0o666)
-	cmd := exec.Command("ip", "netns", "exec", ns, "tshark", "-q", "-i", iface, "-w", pcap)
-	var stderr lockedBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "Capturing on"); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("tshark did not start:\n%s", stderr.String())
-		}
-	}
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		time.Sleep(300 * time.Millisecond) // let the last packets land
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}
-	t.Cleanup(stop)
-	return pcap, stop
-}
-
 func tsharkCount(t *testing.T, pcap, filter string) []string {
 	t.Helper()
-	out := strings.TrimSpace(sh(t, "tshark", "-r", pcap, "-Y", filter))
+	out := strings.TrimSpace(nettest.Sh(t, "tshark", "-r", pcap, "-Y", filter))
 	if out == "" {
 		return nil
 	}
@@ -85,18 +46,18 @@ func interfaceSafety(t *testing.T, routed bool) {
 	c, _ := l.port("c", false)
 	x := l.ns("x")
 	other := l.tag + "o"
-	sh(t, "ip", "link", "add", other, "netns", l.S, "type", "veth", "peer", "name", "e0", "netns", x)
-	sh(t, "ip", "-n", l.S, "addr", "add", "10.99.0.1/24", "dev", other)
-	sh(t, "ip", "-n", l.S, "link", "set", other, "up")
-	sh(t, "ip", "-n", x, "addr", "add", "10.99.0.2/24", "dev", "e0")
-	sh(t, "ip", "-n", x, "link", "set", "e0", "up")
+	nettest.Sh(t, "ip", "link", "add", other, "netns", l.S, "type", "veth", "peer", "name", "e0", "netns", x)
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "add", "10.99.0.1/24", "dev", other)
+	nettest.Sh(t, "ip", "-n", l.S, "link", "set", other, "up")
+	nettest.Sh(t, "ip", "-n", x, "addr", "add", "10.99.0.2/24", "dev", "e0")
+	nettest.Sh(t, "ip", "-n", x, "link", "set", "e0", "up")
 	target := "10.99.0.1"
 	if routed {
-		sh(t, "ip", "-n", x, "route", "add", "10.77.0.0/24", "via", "10.99.0.1")
+		nettest.Sh(t, "ip", "-n", x, "route", "add", "10.77.0.0/24", "via", "10.99.0.1")
 		target = serverIP
 	}
 	dir, _ := assets(t)
-	pcap, stop := capture(t, l.S, other)
+	pcap, stop := nettest.Capture(t, l.S, other, "")
 	srv := startOnramp(t, l, serverConfig{Assets: dir})
 
 	if !routed {
@@ -113,8 +74,8 @@ func interfaceSafety(t *testing.T, routed bool) {
 	if ip == "" {
 		t.Fatalf("no lease on the chosen interface:\n%s", out)
 	}
-	sh(t, "ip", "-n", c, "addr", "add", ip+"/24", "dev", "e0")
-	sh(t, "ip", "netns", "exec", c, "curl", "-fsS", "--max-time", "10", "-o", "/dev/null", "tftp://"+serverIP+"/ipxe.efi")
+	nettest.Sh(t, "ip", "-n", c, "addr", "add", ip+"/24", "dev", "e0")
+	nettest.Sh(t, "ip", "netns", "exec", c, "curl", "-fsS", "--max-time", "10", "-o", "/dev/null", "tftp://"+serverIP+"/ipxe.efi")
 	stop()
 	srv.stop()
 
@@ -174,7 +135,7 @@ func TestTraversalMatrix(t *testing.T) {
 	}
 	// Control: the same clients do fetch what is inside the roots.
 	for _, u := range []string{"http://" + serverIP + ":8080/assets/lab/initrd.img", "tftp://" + serverIP + "/ipxe.efi"} {
-		out := sh(t, "ip", "netns", "exec", c, "curl", "-fsS", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}", u)
+		out := nettest.Sh(t, "ip", "netns", "exec", c, "curl", "-fsS", "--max-time", "10", "-o", "/dev/null", "-w", "%{size_download}", u)
 		if out == "0" {
 			t.Errorf("control %s: empty", u)
 		}

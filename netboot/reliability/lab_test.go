@@ -7,12 +7,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -46,18 +46,6 @@ func needRoot(t *testing.T, bins ...string) {
 	}
 }
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
-	}
-	return string(out)
-}
-
 // lab: namespace S holds the bridge (the served interface, 10.77.0.1/24);
 // every other namespace hangs off the bridge on a veth (10.77.0.N/24 when
 // asked). Names start with "obb" and a random tag; cleanup removes them.
@@ -77,17 +65,17 @@ func newLab(t *testing.T) *lab {
 	l := &lab{t: t, tag: "obb" + hex.EncodeToString(b), nextIP: 2}
 	l.S = l.ns("s")
 	l.br = l.tag + "br"
-	sh(t, "ip", "-n", l.S, "link", "add", l.br, "type", "bridge", "stp_state", "0", "forward_delay", "0")
-	sh(t, "ip", "-n", l.S, "addr", "add", serverIP+"/24", "dev", l.br)
-	sh(t, "ip", "-n", l.S, "link", "set", l.br, "up")
+	nettest.Sh(t, "ip", "-n", l.S, "link", "add", l.br, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+	nettest.Sh(t, "ip", "-n", l.S, "addr", "add", serverIP+"/24", "dev", l.br)
+	nettest.Sh(t, "ip", "-n", l.S, "link", "set", l.br, "up")
 	return l
 }
 
 func (l *lab) ns(suffix string) string {
 	name := l.tag + suffix
-	sh(l.t, "ip", "netns", "add", name)
+	nettest.Sh(l.t, "ip", "netns", "add", name)
 	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	sh(l.t, "ip", "-n", name, "link", "set", "lo", "up")
+	nettest.Sh(l.t, "ip", "-n", name, "link", "set", "lo", "up")
 	return name
 }
 
@@ -97,15 +85,15 @@ func (l *lab) ns(suffix string) string {
 func (l *lab) port(suffix string, addr bool) (string, string) {
 	ns := l.ns(suffix)
 	peer := l.tag + "p" + suffix
-	sh(l.t, "ip", "link", "add", peer, "netns", l.S, "type", "veth", "peer", "name", "e0", "netns", ns)
-	sh(l.t, "ip", "-n", l.S, "link", "set", peer, "master", l.br)
-	sh(l.t, "ip", "-n", l.S, "link", "set", peer, "up")
-	sh(l.t, "ip", "-n", ns, "link", "set", "e0", "up")
+	nettest.Sh(l.t, "ip", "link", "add", peer, "netns", l.S, "type", "veth", "peer", "name", "e0", "netns", ns)
+	nettest.Sh(l.t, "ip", "-n", l.S, "link", "set", peer, "master", l.br)
+	nettest.Sh(l.t, "ip", "-n", l.S, "link", "set", peer, "up")
+	nettest.Sh(l.t, "ip", "-n", ns, "link", "set", "e0", "up")
 	ip := ""
 	if addr {
 		ip = fmt.Sprintf("10.77.0.%d", l.nextIP)
 		l.nextIP++
-		sh(l.t, "ip", "-n", ns, "addr", "add", ip+"/24", "dev", "e0")
+		nettest.Sh(l.t, "ip", "-n", ns, "addr", "add", ip+"/24", "dev", "e0")
 	}
 	return ns, ip
 }
@@ -116,25 +104,8 @@ type child struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	err    error
-	stdout *lockedBuffer
-	stderr *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	stdout *nettest.LockedBuffer
+	stderr *nettest.LockedBuffer
 }
 
 // startChild runs the test function name in ns with cfg as JSON in the
@@ -145,7 +116,7 @@ func startChild(t *testing.T, ns, name string, cfg any) *child {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &child{t: t, done: make(chan struct{}), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}}
+	c := &child{t: t, done: make(chan struct{}), stdout: &nettest.LockedBuffer{}, stderr: &nettest.LockedBuffer{}}
 	c.cmd = exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^"+name+"$", "-test.v=false", "-test.timeout=20m")
 	c.cmd.Env = append(os.Environ(), childEnv+"="+string(raw))
 	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr

@@ -3,6 +3,7 @@ package reliability
 import (
 	"encoding/json"
 	"fmt"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,7 +165,7 @@ func TestMalformedStorm(t *testing.T) {
 	if ip, out := udhcpc(t, c); ip == "" {
 		t.Errorf("no lease after the storm:\n%s", out)
 	} else {
-		sh(t, "ip", "-n", c, "addr", "add", ip+"/24", "dev", "e0")
+		nettest.Sh(t, "ip", "-n", c, "addr", "add", ip+"/24", "dev", "e0")
 		for _, url := range []string{"tftp://" + serverIP + "/ipxe.efi", "http://" + serverIP + ":8080/assets/lab/vmlinuz"} {
 			start := time.Now()
 			var errs []string
@@ -199,7 +200,7 @@ func TestFloodAllowlist(t *testing.T) {
 	l := newLab(t)
 	f, fIP := l.port("f", true)
 	c, _ := l.port("c", false)
-	mac := strings.TrimSpace(sh(t, "ip", "netns", "exec", c, "cat", "/sys/class/net/e0/address"))
+	mac := strings.TrimSpace(nettest.Sh(t, "ip", "netns", "exec", c, "cat", "/sys/class/net/e0/address"))
 	dir, _ := assets(t)
 	srv := startOnramp(t, l, serverConfig{Assets: dir, Allow: []string{mac}})
 	_, th0, _ := procStatus(srv.cmd.Process.Pid)

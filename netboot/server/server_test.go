@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"onramp/netboot/nettest"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -55,18 +56,6 @@ func TestChildServer(t *testing.T) {
 	fmt.Fprintf(os.Stderr, "child: mode %s, stopped\n", srv.Mode())
 }
 
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	var stderr bytes.Buffer
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("%s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.Bytes())
-	}
-	return string(out)
-}
-
 // testNet makes two namespaces joined by a veth pair: the server side has
 // 10.77.0.1/24, the client side none. Everything is removed on cleanup.
 func testNet(t *testing.T) (srvNS, cliNS, srvIf, cliIf string) {
@@ -84,14 +73,14 @@ func testNet(t *testing.T) (srvNS, cliNS, srvIf, cliIf string) {
 	tag := "obm" + hex.EncodeToString(b)
 	srvNS, cliNS, srvIf, cliIf = tag+"s", tag+"c", tag+"a", tag+"b"
 	for _, ns := range []string{srvNS, cliNS} {
-		run(t, "ip", "netns", "add", ns)
+		nettest.Sh(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		nettest.Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	run(t, "ip", "link", "add", srvIf, "netns", srvNS, "type", "veth", "peer", "name", cliIf, "netns", cliNS)
-	run(t, "ip", "-n", srvNS, "addr", "add", "10.77.0.1/24", "dev", srvIf)
-	run(t, "ip", "-n", srvNS, "link", "set", srvIf, "up")
-	run(t, "ip", "-n", cliNS, "link", "set", cliIf, "up")
+	nettest.Sh(t, "ip", "link", "add", srvIf, "netns", srvNS, "type", "veth", "peer", "name", cliIf, "netns", cliNS)
+	nettest.Sh(t, "ip", "-n", srvNS, "addr", "add", "10.77.0.1/24", "dev", srvIf)
+	nettest.Sh(t, "ip", "-n", srvNS, "link", "set", srvIf, "up")
+	nettest.Sh(t, "ip", "-n", cliNS, "link", "set", cliIf, "up")
 	return
 }
 
@@ -198,8 +187,8 @@ func TestServeIsolatedEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(v["ip"], "10.77.0.") || v["boot_file"] != "ipxe.efi" || v["siaddr"] != "10.77.0.1" {
 		t.Fatalf("UEFI PXE lease: ip=%q boot_file=%q siaddr=%q", v["ip"], v["boot_file"], v["siaddr"])
 	}
-	run(t, "ip", "-n", cliNS, "addr", "add", v["ip"]+"/24", "dev", cliIf)
-	got := run(t, "ip", "netns", "exec", cliNS, "curl", "-fsS", "tftp://10.77.0.1/"+v["boot_file"])
+	nettest.Sh(t, "ip", "-n", cliNS, "addr", "add", v["ip"]+"/24", "dev", cliIf)
+	got := nettest.Sh(t, "ip", "netns", "exec", cliNS, "curl", "-fsS", "tftp://10.77.0.1/"+v["boot_file"])
 	want, _ := os.ReadFile("/usr/lib/ipxe/ipxe.efi")
 	if got != string(want) {
 		t.Fatalf("TFTP %s: %d bytes, want the %d bytes of /usr/lib/ipxe/ipxe.efi", v["boot_file"], len(got), len(want))
@@ -214,7 +203,7 @@ func TestServeIsolatedEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(scriptURL, "http://10.77.0.1:8080/ipxe?") {
 		t.Fatalf("iPXE boot file = %q, want the script URL", scriptURL)
 	}
-	script := run(t, "ip", "netns", "exec", cliNS, "curl", "-fsS", scriptURL)
+	script := nettest.Sh(t, "ip", "netns", "exec", cliNS, "curl", "-fsS", scriptURL)
 	t.Logf("lease %s, boot file %s, script:\n%s", v["ip"], scriptURL, script)
 	if !strings.HasPrefix(script, "#!ipxe") || !strings.Contains(script, "talos.platform=metal") {
 		t.Fatalf("script:\n%s", script)
@@ -222,7 +211,7 @@ func TestServeIsolatedEndToEnd(t *testing.T) {
 	for _, line := range strings.Split(script, "\n") {
 		for _, f := range strings.Fields(line) {
 			if strings.HasPrefix(f, "http://") {
-				b := run(t, "ip", "netns", "exec", cliNS, "curl", "-fsS", f)
+				b := nettest.Sh(t, "ip", "netns", "exec", cliNS, "curl", "-fsS", f)
 				if strings.HasSuffix(f, "vmlinuz") && b != string(kernel) {
 					t.Errorf("%s: content differs", f)
 				}
@@ -244,7 +233,7 @@ func TestServeIsolatedEndToEnd(t *testing.T) {
 			t.Errorf("no %s event; got %v", k, kinds)
 		}
 	}
-	cliMAC := strings.TrimSpace(run(t, "ip", "netns", "exec", cliNS, "cat", "/sys/class/net/"+cliIf+"/address"))
+	cliMAC := strings.TrimSpace(nettest.Sh(t, "ip", "netns", "exec", cliNS, "cat", "/sys/class/net/"+cliIf+"/address"))
 	if tftpMAC != cliMAC {
 		t.Errorf("tftp.done event MAC = %q, want the client's %s (learned from its lease)", tftpMAC, cliMAC)
 	}
