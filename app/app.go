@@ -25,6 +25,12 @@ type Config struct {
 	// AuthRequired makes web clients log in with WebPIN.
 	AuthRequired bool
 	Logger       *slog.Logger
+	// Exe is the onramp binary the boot services and the lab run as children;
+	// default os.Executable() (tests, whose own binary is not onramp, set it).
+	Exe string
+	// LabNetNS, LabCache and LabSimulator override `lab up`'s --netns,
+	// --cache and --simulator (tests use their own namespace name).
+	LabNetNS, LabCache, LabSimulator string
 }
 
 // App is the set of services and the event bus they publish on.
@@ -38,6 +44,10 @@ type App struct {
 	Machines *Machines
 	Site     *Site
 	Lab      *Lab
+	// Vault keeps the cluster secrets encrypted at rest (vault engineer).
+	Vault *Vault
+	// Install installs and verifies the site's machines.
+	Install *Install
 
 	log *slog.Logger
 }
@@ -59,19 +69,27 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("find own binary: %w", err)
+	exe := cfg.Exe
+	if exe == "" {
+		if exe, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("find own binary: %w", err)
+		}
 	}
 	machines := NewMachines(bus)
 	nb := NewNetboot(exe, cfg.DataDir, machines, bus, cfg.Logger)
 	lb := NewLab(exe, cfg.DataDir, machines, bus)
+	lb.netns, lb.cache, lb.simulator = cfg.LabNetNS, cfg.LabCache, cfg.LabSimulator
 	nb.labRunning, lb.onChange = lb.running, nb.publish
+	// The vault opens onramp.db; a failure there is reported by its calls
+	// and does not stop the app (see Vault).
+	vault := NewVault(cfg.DataDir, bus, site)
 	return &App{
+		Vault:    vault,
 		Bus:      bus,
 		Machines: machines,
 		Site:     site,
 		Lab:      lb,
+		Install:  NewInstall(site, machines, lb, bus, cfg.Logger),
 		Netboot:  nb,
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
 		Network:  NewNetwork(),
@@ -83,11 +101,14 @@ func New(cfg Config) (*App, error) {
 
 // Services is the one list bound to Wails and served over HTTP.
 func (a *App) Services() []any {
-	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot, a.Site, a.Lab}
+	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot, a.Site, a.Lab,
+		a.Vault, a.Install}
 }
 
 // Close stops what the services started (the boot services).
 func (a *App) Close() {
+	a.Install.close()
 	a.Netboot.close()
 	a.Lab.close()
+	a.Vault.close()
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"onramp/lab"
+	"onramp/lab/kit"
 	"onramp/netboot"
 )
 
@@ -29,6 +30,9 @@ type Lab struct {
 	dir      string // the lab's data directory
 	machines *Machines
 	bus      *Bus
+	// netns, cache and simulator are passed to `lab up` when set (--netns,
+	// --cache, --simulator); tests use their own namespace name.
+	netns, cache, simulator string
 
 	mu       sync.Mutex
 	cancel   context.CancelFunc
@@ -46,6 +50,15 @@ type LabStatus struct {
 	Machines       []LabMachine `json:"machines"`
 	Error          string       `json:"error,omitempty"`
 	PrereqsMissing []string     `json:"prereqsMissing"`
+	// ImageKeys are the signing keys of the lab's SecureBoot image, for "Use the
+	// virtual lab's image keys" on the Site step.
+	ImageKeys *LabImageKeys `json:"imageKeys,omitempty"`
+}
+
+// LabImageKeys are the expected signing-key fingerprints of the lab's UKI.
+type LabImageKeys struct {
+	UKISigningKeyFingerprint string `json:"ukiSigningKeyFingerprint"`
+	PCRSigningKeyFingerprint string `json:"pcrSigningKeyFingerprint"`
 }
 
 // LabMachine is one virtual machine.
@@ -74,6 +87,7 @@ func (l *Lab) Status() (LabStatus, error) {
 	l.mu.Lock()
 	st := LabStatus{Running: l.cancel != nil && !l.starting, Starting: l.starting, Error: l.err}
 	l.mu.Unlock()
+	st.ImageKeys = &LabImageKeys{UKISigningKeyFingerprint: kit.LabUKISigningKeyFingerprint, PCRSigningKeyFingerprint: kit.LabPCRSigningKeyFingerprint}
 	st.Machines = []LabMachine{}
 	st.PrereqsMissing = []string{}
 	for _, p := range LabPrereqs() {
@@ -113,6 +127,11 @@ func (l *Lab) Up(req LabRequest) (LabStatus, error) {
 	}
 	if req.TPM {
 		args = append(args, "--tpm")
+	}
+	for _, o := range []struct{ flag, value string }{{"--netns", l.netns}, {"--cache", l.cache}, {"--simulator", l.simulator}} {
+		if o.value != "" {
+			args = append(args, o.flag, o.value)
+		}
 	}
 	if st, _ := l.Status(); len(st.PrereqsMissing) > 0 {
 		return st, errors.New("the lab cannot start here: " + strings.Join(st.PrereqsMissing, "; "))
@@ -183,6 +202,24 @@ func (l *Lab) publish() {
 	if l.onChange != nil {
 		l.onChange()
 	}
+}
+
+// netnsFor returns the network namespace of the running lab when mac is one
+// of its machines, else "": the lab's guests are only reachable from inside it.
+func (l *Lab) netnsFor(mac string) string {
+	if !l.running() {
+		return ""
+	}
+	st, err := lab.ReadState(l.dir)
+	if err != nil || !st.Running || st.NetNS == "" {
+		return ""
+	}
+	for _, m := range st.Machines {
+		if equalMAC(m.MAC, mac) {
+			return st.NetNS
+		}
+	}
+	return ""
 }
 
 // running reports whether the lab child runs.

@@ -1,8 +1,15 @@
 // Package store keeps Onramp's persistent state in the data directory.
 //
-// Every file is replaced atomically (temp file in the same directory, fsync,
-// rename, fsync of the directory), so a crash or kill -9 mid-write leaves
-// either the old or the new content, never a torn file.
+// Small settings files are replaced atomically (WriteFileAtomic: temp file
+// in the same directory, fsync, rename, fsync of the directory), so a crash
+// or kill -9 mid-write leaves either the old or the new content, never a
+// torn file.
+//
+// Everything else lives in one embedded SQLite database, onramp.db (Open):
+// the vault of cluster secrets, encrypted at rest with age (Vault), and the
+// hash-chained, append-only audit trail (Record, VerifyAudit). SQLite's WAL
+// gives the same guarantee as the atomic files: a transaction is all there
+// after a crash, or not at all.
 package store
 
 import (

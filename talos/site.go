@@ -132,7 +132,30 @@ type Site struct {
 	Encryption      Encryption       `yaml:"encryption,omitempty" json:"encryption"`
 	Handoff         Handoff          `yaml:"handoff,omitempty" json:"handoff"`
 	Events          Events           `yaml:"events,omitempty" json:"events"`
-	Machines        []Machine        `yaml:"machines,omitempty" json:"machines"`
+	// SecureBoot holds what every node must report after install: the signing keys of
+	// the site's SecureBoot image. Empty fields are allowed here but block installs.
+	SecureBoot SecureBootExpect `yaml:"secureBoot,omitempty" json:"secureBoot,omitempty"`
+	Machines   []Machine        `yaml:"machines,omitempty" json:"machines"`
+}
+
+// SecureBootExpect is the site image's expected signing-key fingerprints, as Talos
+// reports them in SecurityState (SHA-256 of the signing certificate's public key, 64
+// lower-case hex digits).
+type SecureBootExpect struct {
+	// UKISigningKeyFingerprint is the key that signed the UKI (the db key's cert).
+	UKISigningKeyFingerprint string `yaml:"ukiSigningKeyFingerprint,omitempty" json:"ukiSigningKeyFingerprint,omitempty"` // 64 hex
+	// PCRSigningKeyFingerprint is the key that signed the UKI's PCR 11 policy.
+	PCRSigningKeyFingerprint string `yaml:"pcrSigningKeyFingerprint,omitempty" json:"pcrSigningKeyFingerprint,omitempty"` // 64 hex
+}
+
+// IsZero reports whether no fingerprint is set.
+func (e SecureBootExpect) IsZero() bool {
+	return e.UKISigningKeyFingerprint == "" && e.PCRSigningKeyFingerprint == ""
+}
+
+// Complete reports whether both fingerprints are set.
+func (e SecureBootExpect) Complete() bool {
+	return e.UKISigningKeyFingerprint != "" && e.PCRSigningKeyFingerprint != ""
 }
 
 // Network holds the site-wide network defaults.

@@ -81,6 +81,20 @@ func TestSiteValidation(t *testing.T) {
 			},
 		},
 		{
+			name: "secureBoot fingerprints",
+			yaml: `
+cluster: lab
+endpoint: https://10.77.0.10:6443
+secureBoot:
+  ukiSigningKeyFingerprint: 282E8130B7070F107AAECC25D3992CA4440270860B09088792A5075FAB0D13F8
+  pcrSigningKeyFingerprint: "67:55"
+`,
+			want: []Problem{
+				{"secureBoot.ukiSigningKeyFingerprint", `"282E8130B7070F107AAECC25D3992CA4440270860B09088792A5075FAB0D13F8" is not a SHA-256 fingerprint (64 lower-case hex digits)`},
+				{"secureBoot.pcrSigningKeyFingerprint", `"67:55" is not a SHA-256 fingerprint (64 lower-case hex digits)`},
+			},
+		},
+		{
 			name: "cluster level",
 			yaml: `
 cluster: Lab_1

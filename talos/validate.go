@@ -42,6 +42,7 @@ var (
 	k8sVersionRe = regexp.MustCompile(`^\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?$`)
 	uuidRe       = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	schematicRe  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	sha256HexRe  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	// imageRefRe is a loose OCI reference: [registry[:port]/]path[:tag][@sha256:digest].
 	imageRefRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._:/-]*(:[\w][\w.-]{0,127})?(@sha256:[0-9a-f]{64})?$`)
 )
@@ -74,6 +75,7 @@ func (s *Site) Problems() []Problem {
 	c.validateEncryption(v)
 	c.validateHandoff(v)
 	c.validateEvents(v)
+	c.validateSecureBoot(v)
 	c.validateMachines(v, true)
 
 	return v.ps
@@ -248,6 +250,19 @@ func (s *Site) validateEvents(v *validator) {
 	if s.Events.Kmsg != "" {
 		if u, err := url.Parse(s.Events.Kmsg); err != nil || (u.Scheme != "tcp" && u.Scheme != "udp") || u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
 			v.add("events.kmsg", "%q must be tcp://host:port or udp://host:port", s.Events.Kmsg)
+		}
+	}
+}
+
+// validateSecureBoot checks the expected signing-key fingerprints when set; empty ones
+// are allowed here (the Install step refuses to start without them).
+func (s *Site) validateSecureBoot(v *validator) {
+	for _, f := range []struct{ path, value string }{
+		{"secureBoot.ukiSigningKeyFingerprint", s.SecureBoot.UKISigningKeyFingerprint},
+		{"secureBoot.pcrSigningKeyFingerprint", s.SecureBoot.PCRSigningKeyFingerprint},
+	} {
+		if f.value != "" && !sha256HexRe.MatchString(f.value) {
+			v.add(f.path, "%q is not a SHA-256 fingerprint (64 lower-case hex digits)", f.value)
 		}
 	}
 }

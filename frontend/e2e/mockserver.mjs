@@ -241,7 +241,7 @@ const PCR11_ONLY =
   'PCR 7 measures the SecureBoot variables (PK, KEK, db, dbx). A firmware or dbx (revocation list) update changes PCR 7, ' +
   'and a key sealed to PCR 7 then no longer unseals. "PCR 11 only" trusts the signed UKI policy alone. (mock server)';
 
-const SITE_KEYS = new Set(['name', 'cluster', 'talosVersion', 'kubernetesVersion', 'endpoint', 'installer', 'schematic', 'installDisk', 'network', 'registryMirrors', 'encryption', 'handoff', 'events', 'machines']);
+const SITE_KEYS = new Set(['name', 'cluster', 'talosVersion', 'kubernetesVersion', 'endpoint', 'installer', 'schematic', 'installDisk', 'network', 'registryMirrors', 'encryption', 'handoff', 'events', 'secureBoot', 'machines']);
 
 function siteProblems(s) {
   const ps = [];
@@ -278,6 +278,10 @@ function siteProblems(s) {
     } else if (a.address || a.gateway) add(`${p}.addressing`, 'address and gateway are only used with mode static');
   });
   if ((s.machines ?? []).length && cps === 0) add('machines', 'at least one machine must have role controlplane');
+  for (const k of ['ukiSigningKeyFingerprint', 'pcrSigningKeyFingerprint']) {
+    const v = s.secureBoot?.[k];
+    if (v && !/^[0-9a-f]{64}$/.test(v)) add(`secureBoot.${k}`, `"${v}" is not a SHA-256 fingerprint (64 lower-case hex characters)`);
+  }
   return ps;
 }
 
@@ -305,7 +309,44 @@ function labStatus() {
   if (!which('qemu-system-x86_64')) missing.push('qemu-system-x86_64');
   if (!which('swtpm')) missing.push('swtpm');
   if (!firstExisting(['/usr/share/OVMF/OVMF_CODE_4M.fd', '/usr/share/OVMF/OVMF_CODE.fd'])) missing.push('OVMF firmware');
-  return { running: false, starting: false, machines: [], error: '', prereqsMissing: missing };
+  return { running: false, starting: false, machines: [], error: '', prereqsMissing: missing, imageKeys: LAB_KEYS };
+}
+
+// The lab's image keys as lab/kit has them (kit.LabUKISigningKeyFingerprint …).
+const LAB_KEYS = {
+  ukiSigningKeyFingerprint: '282e8130b7070f107aaecc25d3992ca4440270860b09088792a5075fab0d13f8',
+  pcrSigningKeyFingerprint: '6755d582ed83cbba5ce1f3981a65aa4d44f26222efbabcbd2c391a8ad428cb37',
+};
+
+// ---- Install: the mock discovers nothing, so nothing can be installed ------
+
+const INSTALL_STEPS = [
+  ['config', 'Generate config'],
+  ['apply', 'Apply over pinned TLS'],
+  ['install', 'Install and reboot'],
+  ['bootstrap', 'Bootstrap etcd'],
+  ['health', 'Kubernetes healthy'],
+  ['verify', 'Verify SecureBoot and encryption'],
+];
+
+function installView() {
+  const blockers = [];
+  if (!site) blockers.push('Fill in the site first');
+  else if (siteProblems(site).length) blockers.push('The site has problems: fix them on the Site step');
+  else if (!siteSecrets) blockers.push('Generate the cluster secrets on the Site step');
+  if (site && (!site.secureBoot?.ukiSigningKeyFingerprint || !site.secureBoot?.pcrSigningKeyFingerprint))
+    blockers.push('Set the expected UKI and PCR signing-key fingerprints on the Site step');
+  const nodes = (site?.machines ?? []).map((m) => ({
+    mac: m.mac ?? '',
+    ...(m.uuid ? { uuid: m.uuid } : {}),
+    hostname: m.hostname,
+    role: m.role,
+    ready: false,
+    blocker: 'Not seen on the network yet',
+    state: 'idle',
+    steps: INSTALL_STEPS.map(([name, title]) => ({ name, title, state: 'pending' })),
+  }));
+  return { nodes, blockers, bootstrapped: false, healthy: false, kubeconfig: false };
 }
 
 class CallError extends Error {
@@ -364,6 +405,14 @@ const services = {
     throw new CallError(501, 'the mock server cannot run the virtual lab: run onramp serve as root');
   },
   'Lab.Down': () => labStatus(),
+  'Install.Status': () => installView(),
+  'Install.Start': () => {
+    throw new CallError(422, 'install: the mock server discovers no machines: run onramp serve');
+  },
+  'Install.Cancel': () => installView(),
+  'Install.Verify': () => {
+    throw new CallError(422, 'verify: the mock server has no installed node');
+  },
   'Shell.Quit': (pin) => {
     if (mode !== 'kiosk') return null;
     if (pin !== adminPin) throw new CallError(403, 'wrong PIN');

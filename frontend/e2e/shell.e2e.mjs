@@ -16,7 +16,8 @@
 //
 // It imports the sample site, breaks and fixes its endpoint, and generates
 // the cluster secrets (about a second of key generation). It never starts
-// netboot or the virtual lab and never sends a DHCP probe.
+// netboot or the virtual lab and never sends a DHCP probe, so on Install no
+// site machine can have been discovered, and on Verify nothing is verified.
 //
 // Exits non-zero with a message on the first failure; prints
 // "N passed, N failed" last.
@@ -51,8 +52,8 @@ const STEPS = [
   ['network', 'Network', 'network'],
   ['discover', 'Discover', 'discover'],
   ['secureboot', 'SecureBoot', 'not-yet'],
-  ['install', 'Install', 'not-yet'],
-  ['verify', 'Verify', 'not-yet'],
+  ['install', 'Install', 'install'],
+  ['verify', 'Verify', 'verify'],
   ['handoff', 'Handoff', 'not-yet'],
   ['report', 'Report', 'not-yet'],
   ['system', 'System', 'system'],
@@ -100,6 +101,23 @@ async function textOf(page, selector) {
   const el = page.locator(selector);
   await el.first().waitFor({ state: 'visible', timeout: WAIT });
   return (await el.first().innerText()).trim();
+}
+
+// The Install service (app/install.go) must be bound: the page says so when it is not.
+async function installPage(page, root) {
+  await page.locator(`${root}, [data-testid=install-missing], [data-testid=verify-missing]`).first().waitFor({ state: 'visible' });
+  if (await page.locator('[data-testid=install-missing], [data-testid=verify-missing]').first().isVisible()) {
+    fail('this onramp build has no Install service bound (Install.Status answers "no such method"): the Go side (app/install.go, App.Services) is missing');
+  }
+}
+
+async function smallTargets(page, sel) {
+  return page.$$eval(sel, (els) =>
+    els
+      .filter((e) => e.getBoundingClientRect().height > 0)
+      .filter((e) => e.getBoundingClientRect().height < 47.5)
+      .map((e) => `${e.textContent?.trim().slice(0, 40) || e.getAttribute('aria-label') || e.tagName} (${Math.round(e.getBoundingClientRect().height)}px)`),
+  );
 }
 
 async function unlockIfAsked(page) {
@@ -174,6 +192,21 @@ async function main() {
         if (!/Not yet available/.test(panel) || !/Comes with/.test(panel)) fail('placeholder panel does not say what brings it');
       } else if (kind === 'site') {
         await page.locator('[data-testid=site-status]').waitFor({ state: 'visible' });
+      } else if (kind === 'install') {
+        // A fresh data dir: no site yet, so that is the one site-wide blocker.
+        await installPage(page, '[data-testid=install-status]');
+        const blockers = await page.locator('[data-testid=install-blocker]').allInnerTexts();
+        log(`     blockers: ${blockers.map((b) => b.split('\n')[0]).join(' | ') || '(none)'}`);
+        if (!blockers.some((b) => /Fill in the site first/.test(b))) fail(`site-wide blockers are ${JSON.stringify(blockers)}, want "Fill in the site first"`);
+        const fix = await page.locator('[data-testid=install-blocker] a').first().getAttribute('href');
+        if (fix !== '#/site') fail(`the blocker links to "${fix}", want #/site`);
+        if (await page.locator('[data-testid=node-install], [data-testid=install-all]').count()) fail('an Install button is offered with no site');
+      } else if (kind === 'verify') {
+        await installPage(page, '[data-testid=verify-cluster]');
+        const boot = await textOf(page, '[data-testid=cluster-bootstrap]');
+        if (!/Not bootstrapped/.test(boot)) fail(`cluster line says "${boot}"`);
+        const tally = await textOf(page, '[data-testid=verify-tally]');
+        if (!/^0 of/.test(tally)) fail(`tally says "${tally}"`);
       } else if (kind === 'discover') {
         await page.locator('[data-testid=machines], [data-testid=machines-empty]').first().waitFor({ state: 'visible' });
         const count = await textOf(page, '[data-testid=machine-count]');
@@ -281,6 +314,61 @@ async function main() {
     await page.locator('[data-testid=machine-edit-0]').click();
   });
 
+  await check('Site: the SecureBoot image keys are filled in (from the site file)', async () => {
+    const uki = await page.locator('[data-testid=site-uki-fpr]').inputValue();
+    const pcr = await page.locator('[data-testid=site-pcr-fpr]').inputValue();
+    if (!/^[0-9a-f]{64}$/.test(uki) || !/^[0-9a-f]{64}$/.test(pcr)) fail(`UKI "${uki}", PCR "${pcr}": want 64 hex each`);
+    const labKeys = page.locator('[data-testid=site-lab-keys]');
+    log(`     UKI ${uki.slice(0, 16)}…, PCR ${pcr.slice(0, 16)}…; lab keys button: ${(await labKeys.isVisible()) ? (await labKeys.innerText()).trim() : 'hidden'}`);
+  });
+
+  await check('Install: site ready, every site machine listed and none discovered', async () => {
+    await page.locator('[data-testid=nav-install]').click();
+    await page.waitForURL((u) => u.hash === '#/install');
+    await installPage(page, '[data-testid=install-status]');
+    await page.locator('[data-testid=install-status][data-blockers="0"]').waitFor({ state: 'visible' }).catch(async () => {
+      fail(`site-wide blockers remain: ${JSON.stringify(await page.locator('[data-testid=install-blocker]').allInnerTexts())}`);
+    });
+    const cards = page.locator('[data-testid^=install-node-]');
+    const n = await cards.count();
+    if (n !== 2) fail(`${n} machine cards, want the site's 2`);
+    const hosts = await page.locator('[data-testid=node-hostname]').allInnerTexts();
+    if (hosts.join(',') !== 'cp-1,worker-1') fail(`hostnames ${hosts.join(',')}`);
+    for (let i = 0; i < n; i++) {
+      const card = cards.nth(i);
+      if ((await card.getAttribute('data-ready')) !== 'false') fail(`${hosts[i]} is ready without being discovered`);
+      const why = (await card.locator('[data-testid=node-blocker]').innerText()).trim();
+      if (!/Not seen on the network yet|maintenance mode/i.test(why)) fail(`${hosts[i]}: blocker says "${why}"`);
+      log(`     ${hosts[i]}: ${why.split('\n')[0]}`);
+    }
+    if (await page.locator('[data-testid=node-install], [data-testid=install-all], [data-testid=node-confirm]').count()) fail('install offered for undiscovered machines');
+    const small = await smallTargets(page, 'main button, main a.btn, main label.confirm');
+    if (small.length) fail(`too small: ${small.join(', ')}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) fail(`page is ${overflow}px wider than the screen`);
+    await page.mouse.move(1000, 590);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-install.png' });
+  });
+
+  await check('Verify: nothing is verified, nothing green', async () => {
+    await page.locator('[data-testid=nav-verify]').click();
+    await page.waitForURL((u) => u.hash === '#/verify');
+    await installPage(page, '[data-testid=verify-cluster]');
+    const cards = page.locator('[data-testid^=verify-node-]');
+    const n = await cards.count();
+    if (n !== 2) fail(`${n} node cards, want 2`);
+    const verdicts = await cards.evaluateAll((els) => els.map((e) => e.getAttribute('data-verdict')));
+    if (verdicts.some((v) => v !== 'not-checked')) fail(`verdicts ${verdicts.join(',')}, want not-checked`);
+    if (await page.locator('[data-testid^=verify-node-] .badge.ok, [data-testid^=verify-node-] td.ok').count()) fail('something is green without evidence');
+    if (!(await page.locator('[data-testid=verify-again]').first().isDisabled())) fail('Verify is offered for a node that is not installed');
+    const small = await smallTargets(page, 'main button, main a.btn');
+    if (small.length) fail(`too small: ${small.join(', ')}`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    if (overflow > 0) fail(`page is ${overflow}px wider than the screen`);
+    await page.mouse.move(1000, 590);
+    await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-verify.png' });
+  });
+
   await check('System page shows the real backend', async () => {
     await page.locator('[data-testid=nav-system]').click();
     await page.waitForURL((u) => u.hash === '#/system');
@@ -318,6 +406,23 @@ async function main() {
     await page.waitForTimeout(400); // let colour transitions finish
     await page.screenshot({ path: screenshot.replace(/\.png$/, '') + `-${other}.png` });
     // Put it back as it was (the backend keeps it in its data dir).
+    await page.locator(`[data-testid=theme-${before}]`).click();
+    await page.locator(`[data-testid=theme-${before}][aria-checked=true]`).waitFor();
+  });
+
+  await check('Install and Verify in the dark theme (screenshots)', async () => {
+    const before = (await page.locator('.seg [aria-checked=true]').getAttribute('data-testid'))?.replace('theme-', '') ?? 'system';
+    await page.locator('[data-testid=theme-dark]').click();
+    await page.waitForFunction(() => document.documentElement.dataset.theme === 'dark');
+    for (const id of ['install', 'verify']) {
+      await page.locator(`[data-testid=nav-${id}]`).click();
+      await page.waitForURL((u) => u.hash === `#/${id}`);
+      await page.locator(`[data-testid^=${id}-node-]`).first().waitFor({ state: 'visible' });
+      await page.mouse.move(1000, 590);
+      await page.waitForTimeout(400);
+      await page.screenshot({ path: screenshot.replace(/\.png$/, '') + `-${id}-dark.png` });
+    }
+    await page.locator('[data-testid=nav-system]').click();
     await page.locator(`[data-testid=theme-${before}]`).click();
     await page.locator(`[data-testid=theme-${before}][aria-checked=true]`).waitFor();
   });

@@ -47,8 +47,6 @@ describe('App shell', () => {
     expect(target.querySelectorAll('nav a')).toHaveLength(9);
     const titles: Record<string, string> = {
       secureboot: 'SecureBoot',
-      install: 'Install',
-      verify: 'Verify',
       handoff: 'Handoff',
       report: 'Report',
     };
@@ -58,6 +56,18 @@ describe('App shell', () => {
       expect(text('[data-testid=not-yet]')).toContain('Not yet available');
       expect($(`[data-testid=nav-${id}]`)?.getAttribute('aria-current')).toBe('page');
     }
+  });
+
+  it('Install and Verify are real pages now', async () => {
+    const { go } = await render(fakeApi());
+    await go('#/install');
+    expect(text('[data-testid=page-title]')).toBe('Install');
+    expect($('[data-testid=not-yet]')).toBeNull();
+    expect($('[data-testid=install-status]')).not.toBeNull();
+    await go('#/verify');
+    expect(text('[data-testid=page-title]')).toBe('Verify');
+    expect($('[data-testid=not-yet]')).toBeNull();
+    expect($('[data-testid=verify-cluster]')).not.toBeNull();
   });
 
   it('the Site step is a real page now', async () => {

@@ -33,7 +33,7 @@ func Installed(ctx context.Context, addr string, talosconfig []byte, opts ...Opt
 		return nil, fmt.Errorf("parse talosconfig: %w", err)
 	}
 
-	c, err := client.New(ctx, client.WithConfig(cfg), client.WithEndpoints(addr), client.WithGRPCDialOptions(dialOptions()...))
+	c, err := client.New(ctx, client.WithConfig(cfg), client.WithEndpoints(addr), client.WithGRPCDialOptions(o.dialOptions()...))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}

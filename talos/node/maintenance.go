@@ -58,6 +58,15 @@ func withPort(addr string) string {
 	return net.JoinHostPort(strings.Trim(addr, "[]"), fmt.Sprint(constants.ApidPort))
 }
 
+// hostOf is addr's host, for TLS server names.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+
+	return addr
+}
+
 // MaintenanceClient talks to a node in maintenance mode.
 type MaintenanceClient struct {
 	addr string
@@ -84,16 +93,19 @@ func Maintenance(ctx context.Context, addr string, opts ...Option) (*Maintenance
 	var shown string
 
 	err := o.call(ctx, addr, "connect", func(ctx context.Context) error {
-		d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} //nolint:gosec // maintenance mode: self-signed, pinned below
-
-		conn, err := d.DialContext(ctx, "tcp", addr)
+		raw, err := o.dial(ctx, addr)
 		if err != nil {
 			return errUnavailable(err)
 		}
 
-		defer conn.Close() //nolint:errcheck
+		conn := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, ServerName: hostOf(addr)}) //nolint:gosec // maintenance mode: self-signed, pinned below
+		defer conn.Close()                                                                                                     //nolint:errcheck
 
-		certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
+		if err := conn.HandshakeContext(ctx); err != nil {
+			return errUnavailable(err)
+		}
+
+		certs := conn.ConnectionState().PeerCertificates
 		if len(certs) == 0 {
 			return errors.New("node sent no certificate")
 		}
@@ -130,7 +142,7 @@ func Maintenance(ctx context.Context, addr string, opts ...Option) (*Maintenance
 		},
 	}
 
-	c, err := client.New(ctx, client.WithTLSConfig(tlsCfg), client.WithEndpoints(addr), client.WithGRPCDialOptions(dialOptions()...))
+	c, err := client.New(ctx, client.WithTLSConfig(tlsCfg), client.WithEndpoints(addr), client.WithGRPCDialOptions(o.dialOptions()...))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -55,6 +56,7 @@ type options struct {
 	backoff     time.Duration
 	maxBackoff  time.Duration
 	waitTimeout time.Duration
+	dial        func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func newOptions(opts []Option) *options {
@@ -70,6 +72,12 @@ func newOptions(opts []Option) *options {
 
 	for _, opt := range opts {
 		opt(o)
+	}
+
+	if o.dial == nil {
+		var d net.Dialer
+
+		o.dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
 
 	o.logger = o.logger.With("component", "talos/node")
@@ -112,13 +120,28 @@ func WithCallTimeout(d time.Duration) Option { return func(o *options) { o.callT
 // WithWaitTimeout bounds WaitReady and WaitHealthy (default 20 minutes).
 func WithWaitTimeout(d time.Duration) Option { return func(o *options) { o.waitTimeout = d } }
 
+// WithDialer makes every TCP connection to the node with dial, e.g. to reach nodes
+// on a network only a Linux network namespace sees (the virtual lab): dial creates
+// the socket inside it. addr is host:port. Default: a plain net.Dialer.
+func WithDialer(dial func(ctx context.Context, addr string) (net.Conn, error)) Option {
+	return func(o *options) {
+		if dial != nil {
+			o.dial = dial
+		}
+	}
+}
+
 // dialOptions keep gRPC's reconnect backoff short: a rebooting node comes back within
-// seconds and gRPC's default would wait up to two minutes.
-func dialOptions() []grpc.DialOption {
-	return []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-		Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-		MinConnectTimeout: 5 * time.Second,
-	})}
+// seconds and gRPC's default would wait up to two minutes. Connections go through
+// the configured dialer.
+func (o *options) dialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
+		grpc.WithContextDialer(o.dial),
+	}
 }
 
 // retryable says whether err is worth another attempt.

@@ -8,6 +8,8 @@ import type {
   ConnectionState,
   EventHandler,
   FoundServer,
+  InstallRequest,
+  InstallView,
   LabStatus,
   LabUpRequest,
   MachineView,
@@ -56,6 +58,14 @@ export interface Api {
     status(): Promise<LabStatus>;
     up(req: LabUpRequest): Promise<LabStatus>;
     down(): Promise<LabStatus>;
+  };
+  install: {
+    status(): Promise<InstallView>;
+    /** Starts in the background; rejects only for a bad request. */
+    start(req: InstallRequest): Promise<InstallView>;
+    cancel(mac: string): Promise<InstallView>;
+    /** Re-run verification of an installed node. */
+    verify(mac: string): Promise<InstallView>;
   };
   /** Send the access PIN (web transport); resolves when accepted. */
   login(pin: string): Promise<void>;
@@ -109,6 +119,12 @@ export function createApi(t: Transport): Api {
       up: async (req: LabUpRequest) => labStatus(await call<LabStatus>('Lab', 'Up', req)),
       down: async () => labStatus(await call<LabStatus>('Lab', 'Down')),
     },
+    install: {
+      status: async () => installView(await call<InstallView>('Install', 'Status')),
+      start: async (req: InstallRequest) => installView(await call<InstallView>('Install', 'Start', req)),
+      cancel: async (mac: string) => installView(await call<InstallView>('Install', 'Cancel', mac)),
+      verify: async (mac: string) => installView(await call<InstallView>('Install', 'Verify', mac)),
+    },
     login: (pin: string) => t.login(pin),
     on: (event, cb) => t.on(event, cb),
     connection: t.connection,
@@ -127,6 +143,27 @@ export function siteView(v: SiteView): SiteView {
 
 export function labStatus(s: LabStatus): LabStatus {
   return { ...s, machines: s.machines ?? [], prereqsMissing: s.prereqsMissing ?? [], error: s.error ?? '' };
+}
+
+/** Go nil slices arrive as null: make every list of the install view a list. */
+export function installView(v: InstallView): InstallView {
+  return {
+    ...v,
+    blockers: v.blockers ?? [],
+    nodes: (v.nodes ?? []).map((n) => ({
+      ...n,
+      steps: n.steps ?? [],
+      ...(n.evidence
+        ? {
+            evidence: {
+              ...n.evidence,
+              reasons: n.evidence.reasons ?? [],
+              volumes: (n.evidence.volumes ?? []).map((vol) => ({ ...vol, keyTypes: vol.keyTypes ?? [] })),
+            },
+          }
+        : {}),
+    })),
+  };
 }
 
 /** Pick the transport: Wails bindings when present, else HTTP. */

@@ -86,7 +86,7 @@ export interface NetbootEvent {
   attrs?: MachineAttrs;
 }
 
-export type MachineStage = 'dhcp' | 'tftp' | 'http' | 'maintenance' | 'ignored' | 'error';
+export type MachineStage = 'dhcp' | 'tftp' | 'http' | 'maintenance' | 'installing' | 'running' | 'ignored' | 'error';
 
 /**
  * What a node said about itself in Talos maintenance mode (talos/discover):
@@ -215,6 +215,12 @@ export interface SiteMachine {
   labels: Labels;
 }
 
+/** The site image's signing keys every node must report (64 lower-case hex each). */
+export interface SecureBootExpect {
+  ukiSigningKeyFingerprint?: string;
+  pcrSigningKeyFingerprint?: string;
+}
+
 /** talos.Site: one cluster at one location. */
 export interface Site {
   name?: string;
@@ -230,6 +236,7 @@ export interface Site {
   encryption: Encryption;
   handoff: Handoff;
   events: SiteEvents;
+  secureBoot?: SecureBootExpect;
   machines: SiteMachine[] | null;
 }
 
@@ -248,6 +255,8 @@ export interface SiteView {
   ready: boolean;
   /** The cluster secrets exist (in memory on the Go side; never sent). */
   secrets: boolean;
+  /** The secrets are stored encrypted in the vault (survive a restart). */
+  secretsPersisted?: boolean;
   pcr11OnlyExplanation: string;
 }
 
@@ -264,16 +273,113 @@ export interface LabMachine {
   reason?: string;
 }
 
+/** The virtual lab's image signing keys (kit.LabUKISigningKeyFingerprint …). */
+export interface LabImageKeys {
+  ukiSigningKeyFingerprint: string;
+  pcrSigningKeyFingerprint: string;
+}
+
 export interface LabStatus {
   running: boolean;
   starting: boolean;
   machines: LabMachine[] | null;
   error: string;
   prereqsMissing: string[] | null;
+  imageKeys?: LabImageKeys;
 }
 
 export interface LabUpRequest {
   machines: number;
   firmware: LabFirmware;
   tpm: boolean;
+}
+
+// ---- Install & Verify (app/install.go, talos/node) -------------------------
+
+/** A system volume's status (talos/node Volume). */
+export interface NodeVolume {
+  id: string;
+  phase: string;
+  /** luks2 or none. */
+  encryptionProvider: string;
+  /** Configured key slot types: tpm, static, nodeid, kms. */
+  keyTypes?: string[] | null;
+  encryptionSlot?: number;
+  tpmPcrs?: number[] | null;
+  tpmPubKeyPcrs?: number[] | null;
+  error?: string;
+}
+
+/** talos/node.Evidence: per-node proof of SecureBoot and TPM disk encryption. */
+export interface NodeEvidence {
+  node: string;
+  verified: boolean;
+  /** Why not verified, verbatim; empty when verified. */
+  reasons?: string[] | null;
+  secureBoot: boolean;
+  bootedWithUKI: boolean;
+  tpmPresent: boolean;
+  ukiSigningKeyFingerprint: string;
+  pcrSigningKeyFingerprint: string;
+  volumes: NodeVolume[] | null;
+  checkedAt: string;
+}
+
+export type InstallStepName = 'config' | 'apply' | 'install' | 'bootstrap' | 'health' | 'verify';
+export type InstallStepState = 'pending' | 'running' | 'done' | 'failed' | 'skipped';
+export type InstallState = 'idle' | 'running' | 'installed' | 'verified' | 'not-verified' | 'failed' | 'cancelled';
+
+export interface InstallStep {
+  name: InstallStepName | string;
+  title: string;
+  state: InstallStepState | string;
+  message?: string;
+  tookMs?: number;
+}
+
+/** One site machine on the Install and Verify steps. */
+export interface InstallNode {
+  mac: string;
+  uuid?: string;
+  hostname: string;
+  role: Role | string;
+  ip?: string;
+  serial?: string;
+  /** "on" | "off" | "" (unknown), as discovered. */
+  secureBoot?: string;
+  /** "present" | "absent" | "". */
+  tpm?: string;
+  /** Maintenance certificate fingerprint to compare with the node's console. */
+  fingerprint?: string;
+  ready: boolean;
+  blocker?: string;
+  state: InstallState | string;
+  step?: string;
+  message?: string;
+  /** Why it failed, exact. */
+  error?: string;
+  steps: InstallStep[] | null;
+  evidence?: NodeEvidence | null;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+export interface InstallView {
+  nodes: InstallNode[] | null;
+  /** Site-wide, in plain words; empty = none. */
+  blockers: string[] | null;
+  bootstrapped: boolean;
+  bootstrapNode?: string;
+  healthy: boolean;
+  /** Fetched and held in memory on the Go side; never shown. */
+  kubeconfig: boolean;
+}
+
+export interface InstallTarget {
+  mac: string;
+  fingerprint: string;
+}
+
+export interface InstallRequest {
+  machines: InstallTarget[];
 }

@@ -10,6 +10,7 @@ import {
   type MachinesStore,
   type NetbootStore,
 } from '../stores/netboot';
+import { createInstallStore, type InstallStore } from '../stores/install';
 import { createLabStore, type LabStore } from '../stores/lab';
 import { createSessionStore, type SessionStore } from '../stores/session';
 import { createSettingsStore, type SettingsStore } from '../stores/settings';
@@ -29,6 +30,7 @@ export interface AppState {
   probe: ReturnType<typeof createProbeStore>;
   site: SiteStore;
   lab: LabStore;
+  install: InstallStore;
 }
 
 export function createAppState(api: Api): AppState {
@@ -44,6 +46,7 @@ export function createAppState(api: Api): AppState {
     probe: createProbeStore(api),
     site: createSiteStore(api),
     lab: createLabStore(api),
+    install: createInstallStore(api),
   };
 }
 

@@ -17,15 +17,57 @@ const labels: Record<string, string> = {
   'ipxe.script': 'iPXE script served',
   'alarm.foreign-dhcp': 'Another DHCP server seen',
   'talos.maintenance': 'Talos maintenance mode',
+  'talos.event': 'Talos event',
+  'talos.kmsg': 'Kernel log',
+};
+
+// talos.event: Attrs.type is the Talos message type (contract A).
+const talosTypes: Record<string, string> = {
+  MachineStatusEvent: 'Talos stage',
+  SequenceEvent: 'Talos sequence',
+  PhaseEvent: 'Talos phase',
+  TaskEvent: 'Talos task',
+  ServiceStateEvent: 'Talos service',
+  ConfigLoadErrorEvent: 'Talos config not loaded',
+  ConfigValidationErrorEvent: 'Talos config invalid',
+  AddressEvent: 'Talos addresses',
 };
 
 /** A timeline entry in plain words. */
 export function eventLabel(e: NetbootEvent): string {
+  if (e.kind === 'talos.event') {
+    const t = e.attrs?.['type'] ?? '';
+    return talosTypes[t] ?? (t ? `Talos ${t.replace(/Event$/, '').replace(/([a-z])([A-Z])/g, '$1 $2').toLowerCase()}` : labels[e.kind]!);
+  }
   return labels[e.kind] ?? e.kind.replace(/[._-]+/g, ' ');
 }
 
+// syslog priorities 0..3: emerg, alert, crit, err.
+const kmsgBad = /^(0|1|2|3|emerg|alert|crit|err|error)$/i;
+
 export function isProblem(e: NetbootEvent): boolean {
-  return !!e.error || /\.(error|nak)$|^alarm\./.test(e.kind);
+  if (e.error || /\.(error|nak)$|^alarm\./.test(e.kind)) return true;
+  if (e.kind === 'talos.event') return /ErrorEvent$/.test(e.attrs?.['type'] ?? '');
+  if (e.kind === 'talos.kmsg') return kmsgBad.test(e.attrs?.['priority'] ?? '');
+  return false;
+}
+
+export const isKmsg = (e: NetbootEvent): boolean => e.kind === 'talos.kmsg';
+
+/**
+ * The timeline as shown: every entry except kernel messages, of which only
+ * the last `keep` are shown unless `all` (they are chatty and would drown the
+ * boot steps). Entries keep their order; `hidden` counts the kmsg left out.
+ */
+export function timelineView(
+  timeline: readonly NetbootEvent[],
+  all: boolean,
+  keep = 3,
+): { items: Array<{ e: NetbootEvent; i: number; kmsg: boolean }>; hidden: number } {
+  const kmsgAt = timeline.flatMap((e, i) => (isKmsg(e) ? [i] : []));
+  const shownKmsg = new Set(all ? kmsgAt : kmsgAt.slice(Math.max(0, kmsgAt.length - keep)));
+  const items = timeline.flatMap((e, i) => (!isKmsg(e) || shownKmsg.has(i) ? [{ e, i, kmsg: isKmsg(e) }] : []));
+  return { items, hidden: kmsgAt.length - shownKmsg.size };
 }
 
 /** Details after the label: file, size, time taken, address, explanation. */

@@ -72,6 +72,7 @@ export function normalizeSite(s: Site): Site {
       omni: { apiUrl: '', joinToken: '', ...c.handoff?.omni },
     },
     events: { sink: '', kmsg: '', ...c.events },
+    secureBoot: { ukiSigningKeyFingerprint: '', pcrSigningKeyFingerprint: '', ...c.secureBoot },
     machines: (c.machines ?? []).map(normalizeMachine),
   };
 }
@@ -119,6 +120,11 @@ export function cleanSite(s: Site): Site {
   };
   const disk = cleanDisk(c.installDisk);
   if (disk) out.installDisk = disk;
+  const sb = compact({
+    ukiSigningKeyFingerprint: c.secureBoot?.ukiSigningKeyFingerprint?.trim(),
+    pcrSigningKeyFingerprint: c.secureBoot?.pcrSigningKeyFingerprint?.trim(),
+  });
+  if (Object.keys(sb).length) out.secureBoot = sb;
   const n = c.network ?? {};
   if (n.nameservers?.length) out.network.nameservers = n.nameservers;
   if (n.ntpServers?.length) out.network.ntpServers = n.ntpServers;
@@ -192,6 +198,9 @@ export const SITE_FIELDS: readonly string[] = [
   'handoff.omni.joinToken',
   'events.sink',
   'events.kmsg',
+  'secureBoot',
+  'secureBoot.ukiSigningKeyFingerprint',
+  'secureBoot.pcrSigningKeyFingerprint',
   'machines',
 ];
 
@@ -283,6 +292,9 @@ const SITE_LABELS: Record<string, string> = {
   'handoff.omni.joinToken': 'Omni join token',
   'events.sink': 'Event sink',
   'events.kmsg': 'Kernel log receiver',
+  secureBoot: 'SecureBoot image keys',
+  'secureBoot.ukiSigningKeyFingerprint': 'UKI signing-key fingerprint',
+  'secureBoot.pcrSigningKeyFingerprint': 'PCR signing-key fingerprint',
   machines: 'Machines',
 };
 

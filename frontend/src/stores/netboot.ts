@@ -105,6 +105,17 @@ export const STAGES = [
   { id: 'maintenance', label: 'Talos maintenance' },
 ] as const;
 
+/** Stages after the boot path (talos.event MachineStatusEvent, contract A). */
+export const AFTER_BOOT: Readonly<Record<string, { label: string; done: boolean }>> = {
+  installing: { label: 'Installing', done: false },
+  running: { label: 'Running Talos', done: true },
+};
+
+/** A machine stage in words, for badges and chips. */
+export function stageLabel(stage: string): string {
+  return STAGES.find((s) => s.id === stage)?.label ?? AFTER_BOOT[stage]?.label ?? stage;
+}
+
 /** How far along the boot path: index into STAGES (-1 if not on it). */
 export function stageIndex(stage: string): number {
   return STAGES.findIndex((s) => s.id === stage);

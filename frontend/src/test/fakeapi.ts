@@ -7,6 +7,9 @@ import type {
   ConnectionState,
   EventHandler,
   FoundServer,
+  InstallNode,
+  InstallRequest,
+  InstallView,
   LabStatus,
   LabUpRequest,
   MachineView,
@@ -74,6 +77,10 @@ export function fakeApi(over: {
   /** 'missing' answers like a build without the Lab service. */
   lab?: LabStatus | 'missing';
   labUpError?: string;
+  /** The Install service's view; 'missing' answers like a build without it. */
+  install?: InstallView | 'missing';
+  /** Install.Start refuses with this (a bad request). */
+  installStartError?: string;
 } = {}) {
   let status: NetbootStatus = over.status ?? { running: false };
   const handlers = new Map<string, Set<EventHandler>>();
@@ -97,6 +104,16 @@ export function fakeApi(over: {
     lab = fn(lab);
     return lab;
   };
+  let inst: InstallView | 'missing' = over.install ?? installView();
+  const instCall = async (method: string, fn: (v: InstallView) => InstallView): Promise<InstallView> => {
+    if (inst === 'missing') throw new ApiError(`call Install.${method}: no such method`, `Install.${method}`, 404);
+    inst = fn(structuredClone(inst));
+    return structuredClone(inst);
+  };
+  const setNode = (v: InstallView, mac: string, over: Partial<InstallNode>): InstallView => ({
+    ...v,
+    nodes: (v.nodes ?? []).map((n) => (n.mac === mac ? { ...n, ...over } : n)),
+  });
   const connection = writable<ConnectionState>('connected');
   const auth = writable<AuthState>('ok');
   const api = {
@@ -168,6 +185,28 @@ export function fakeApi(over: {
         }),
       ),
       down: vi.fn(() => labCall((l) => ({ ...l, running: false, starting: false, machines: [] }))),
+    },
+    install: {
+      status: vi.fn(() => instCall('Status', (v) => v)),
+      start: vi.fn((req: InstallRequest) =>
+        instCall('Start', (v) => {
+          if (over.installStartError) throw new Error(over.installStartError);
+          for (const t of req.machines) {
+            const n = v.nodes?.find((x) => x.mac === t.mac);
+            if (!n) throw new Error(`install: ${t.mac} is not a site machine`);
+            if (n.fingerprint !== t.fingerprint) throw new Error(`install ${t.mac}: the fingerprint changed: rediscover`);
+            v = setNode(v, t.mac, {
+              state: 'running',
+              step: 'config',
+              message: 'Generating the machine config',
+              steps: installSteps({ config: 'running' }),
+            });
+          }
+          return v;
+        }),
+      ),
+      cancel: vi.fn((mac: string) => instCall('Cancel', (v) => setNode(v, mac, { state: 'cancelled', message: 'Cancelled' }))),
+      verify: vi.fn((mac: string) => instCall('Verify', (v) => v)),
     },
     login: vi.fn(async (_pin: string) => {}),
     on: vi.fn((name: string, cb: EventHandler) => {
@@ -246,4 +285,48 @@ export function simpleProblems(s: Site): SiteProblem[] {
     if (m.installDisk?.minSize === 'lots') ps.push({ path: `machines[${i}].installDisk.minSize`, message: '"lots" is not a size' });
   });
   return ps;
+}
+
+const STEP_TITLES: Array<[string, string]> = [
+  ['config', 'Generate config'],
+  ['apply', 'Apply over pinned TLS'],
+  ['install', 'Install and reboot'],
+  ['bootstrap', 'Bootstrap etcd'],
+  ['health', 'Kubernetes healthy'],
+  ['verify', 'Verify SecureBoot and encryption'],
+];
+
+/** The fixed install steps, all pending unless given. */
+export function installSteps(states: Partial<Record<string, string>> = {}, took: Partial<Record<string, number>> = {}): InstallNode['steps'] {
+  return STEP_TITLES.map(([name, title]) => ({
+    name,
+    title,
+    state: states[name] ?? 'pending',
+    ...(took[name] ? { tookMs: took[name] } : {}),
+  }));
+}
+
+export const FP1 = 'q2Xk7zQ0bW1dN3hT5mVc8aR9yL2pF6sJ4uE0iO7tA1k=';
+export const UKI_FPR = 'a'.repeat(16) + 'b'.repeat(16) + 'c'.repeat(16) + 'd'.repeat(16);
+export const PCR_FPR = '0123456789abcdef'.repeat(4);
+
+export function installNode(mac: string, over: Partial<InstallNode> = {}): InstallNode {
+  return {
+    mac,
+    hostname: 'cp-1',
+    role: 'controlplane',
+    ip: '10.77.0.20',
+    serial: 'LAB-0001',
+    secureBoot: 'on',
+    tpm: 'present',
+    fingerprint: FP1,
+    ready: true,
+    state: 'idle',
+    steps: installSteps(),
+    ...over,
+  };
+}
+
+export function installView(over: Partial<InstallView> = {}): InstallView {
+  return { nodes: [], blockers: [], bootstrapped: false, healthy: false, kubeconfig: false, ...over };
 }
