@@ -77,10 +77,14 @@ test-go:
 	$(GO) test -race -timeout 25m ./...
 
 ## test-lab: QEMU guests (UEFI+TPM, BIOS, SecureBoot site keys, SecureBoot vendor
-## keys) netboot from `onramp netboot` into the Talos node simulator
+## keys) netboot from `onramp netboot` into the Talos node simulator; then the
+## app's own Lab → Site → Install → Verify flow on a fresh lab
 test-lab: build
 	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) ONRAMP_BENCH_LAB_JSON=$(CURDIR)/build/bench/lab.json \
 	  $(GO) test -count=1 -timeout 15m -run '^(TestNetbootOnramp|TestLabInstallVerify)$$' -v ./lab/ 2>&1 | \
+	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e_test.go' ; test $${PIPESTATUS[0]} -eq 0
+	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) \
+	  $(GO) test -count=1 -timeout 15m -run '^TestInstallLabE2E$$' -v ./app/ 2>&1 | \
 	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e_test.go' ; exit $${PIPESTATUS[0]}
 
 ## test-fuzz: every fuzz target for a short, fixed budget
