@@ -83,13 +83,15 @@ func New(cfg Config) (*App, error) {
 	// The vault opens onramp.db; a failure there is reported by its calls
 	// and does not stop the app (see Vault).
 	vault := NewVault(cfg.DataDir, bus, site)
+	inst := NewInstall(site, machines, lb, bus, cfg.Logger)
+	inst.vault = vault
 	return &App{
 		Vault:    vault,
 		Bus:      bus,
 		Machines: machines,
 		Site:     site,
 		Lab:      lb,
-		Install:  NewInstall(site, machines, lb, bus, cfg.Logger),
+		Install:  inst,
 		Netboot:  nb,
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
 		Network:  NewNetwork(),

@@ -47,6 +47,13 @@ type Install struct {
 	// latest installer and with it the talosconfig.
 	cluster *install.Cluster
 	in      *install.Installer
+
+	// vault holds the database whose audit trail records each node's
+	// outcome (install_record.go); nil: memory only.
+	vault *Vault
+	// restored is the cluster ID whose record was loaded; kubeconfigKept
+	// the one whose kubeconfig is in the vault.
+	restored, kubeconfigKept string
 }
 
 // InstallView is the whole Install step; "install:changed" carries it.
@@ -124,6 +131,7 @@ const (
 
 // installRun is a node's install, started or finished.
 type installRun struct {
+	key       string      // the site machine's key
 	node      InstallNode // the run's part: state, step, message, error, steps, evidence, times
 	installed bool        // the install step completed: Verify may run
 	cancel    context.CancelFunc
@@ -209,6 +217,7 @@ func (i *Install) Start(req InstallRequest) (InstallView, error) {
 	if err != nil {
 		return i.view(), err
 	}
+	i.restore(bundle)
 
 	i.mu.Lock()
 	for _, t := range targets {
@@ -227,6 +236,10 @@ func (i *Install) Start(req InstallRequest) (InstallView, error) {
 		}, install.Steps)
 	}
 	i.mu.Unlock()
+	for _, t := range targets {
+		i.record(auditInstallStart, machineKey(t.Machine), installStartRecord{Cluster: clusterID(bundle),
+			Hostname: t.Machine.Hostname, IP: t.Addr, Fingerprint: t.Fingerprint, Steps: []string{"all"}})
+	}
 	i.publish()
 	return i.view(), nil
 }
@@ -268,7 +281,17 @@ func (i *Install) Verify(mac string) (InstallView, error) {
 	if mac == "" || !ok {
 		return i.view(), fmt.Errorf("verify %q: not a machine of the site", mac)
 	}
+	i.restore(bundle)
 	mv := findMachine(views, m)
+	if mv == nil || mv.IP == "" {
+		// After a restart, before the node asked for a lease again: the
+		// address and fingerprint of the record.
+		i.mu.Lock()
+		if r := i.runs[machineKey(m)]; r != nil && r.node.IP != "" && r.node.MAC != "" {
+			mv = &MachineView{MAC: r.node.MAC, IP: r.node.IP, Attrs: map[string]string{"fingerprint": r.node.Fingerprint}}
+		}
+		i.mu.Unlock()
+	}
 	if mv == nil || mv.IP == "" {
 		return i.view(), fmt.Errorf("verify %s: no address from Onramp's leases", m.Hostname)
 	}
@@ -307,8 +330,11 @@ func (i *Install) launchLocked(t install.Target, fn func(ctx context.Context, r 
 	key := machineKey(t.Machine)
 	r := i.runs[key]
 	if r == nil {
-		r = &installRun{node: InstallNode{Steps: pendingSteps()}}
+		r = &installRun{key: key, node: InstallNode{Steps: pendingSteps()}}
 		i.runs[key] = r
+	}
+	if r.key == "" {
+		r.key = key
 	}
 	for k := range r.node.Steps {
 		if slices.Contains(reset, install.Step(r.node.Steps[k].Name)) {
@@ -352,8 +378,10 @@ func (i *Install) finish(r *installRun, ev node.Evidence, err error) {
 		r.node.State, r.node.Evidence, r.node.Error = nodeNotVerified, &ev, strings.Join(ev.Reasons, "; ")
 	}
 	i.log.Info("install finished", "hostname", r.node.Hostname, "state", r.node.State, "error", r.node.Error)
+	key, bundle := r.key, i.bundle
 	i.mu.Unlock()
 	i.publish()
+	i.recordFinish(key, bundle)
 }
 
 // progress applies one update of talos/install to the node's run.
@@ -459,6 +487,7 @@ func (i *Install) machineViews() []MachineView {
 // view builds the Install step from the site, the discovered machines and the runs.
 func (i *Install) view() InstallView {
 	site, bundle := i.site.installInputs()
+	i.restore(bundle)
 	views := i.machineViews()
 	v := InstallView{Nodes: []InstallNode{}, Blockers: siteBlockers(site, bundle)}
 	i.mu.Lock()

@@ -164,6 +164,20 @@ func (v *Vault) ChangePassphrase(oldPassphrase, newPassphrase string) (VaultStat
 	})
 }
 
+// journal returns the open database (for the audit trail) and the vault,
+// or nils when the database cannot be opened.
+func (v *Vault) journal() (*store.DB, *store.Vault) {
+	if v == nil {
+		return nil, nil
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if _, err := v.openLocked(); err != nil {
+		return nil, nil
+	}
+	return v.db, v.store
+}
+
 // close closes the database (App.Close).
 func (v *Vault) close() {
 	v.mu.Lock()

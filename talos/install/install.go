@@ -546,6 +546,23 @@ type ClusterState struct {
 	Kubeconfig     bool
 }
 
+// Restore sets the state of a site whose nodes were installed before (by an
+// earlier run of Onramp, from its record): a bootstrapped site is never
+// bootstrapped again. A nil kubeconfig leaves it unfetched.
+func (c *Cluster) Restore(st ClusterState, kubeconfig []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+
+	c.bootstrapped, c.bootstrapNode, c.healthy = st.Bootstrapped, st.BootstrapNode, st.Healthy
+	if st.Bootstrapped {
+		c.bootstrapMsg = "recorded by an earlier run"
+	}
+
+	if kubeconfig != nil {
+		c.kubeconfig = append([]byte(nil), kubeconfig...)
+	}
+}
+
 // State returns the cluster state.
 func (c *Cluster) State() ClusterState {
 	c.mu.Lock()
