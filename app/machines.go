@@ -8,6 +8,7 @@ import (
 
 	"onramp/netboot"
 	"onramp/talos/discover"
+	"onramp/talos/events"
 )
 
 // Machines keeps every machine seen on the cart network with its timeline,
@@ -25,7 +26,7 @@ type MachineView struct {
 	UUID    string `json:"uuid,omitempty"`
 	Arch    string `json:"arch,omitempty"`
 	IP      string `json:"ip,omitempty"`
-	Stage   string `json:"stage"` // dhcp | tftp | http | ignored | error
+	Stage   string `json:"stage"` // dhcp | tftp | http | ignored | maintenance | installing | running
 	Problem string `json:"problem,omitempty"`
 	// Attrs is what the node said about itself in maintenance mode
 	// (vendor, product, serial, secureBoot, tpm, fingerprint, disks).
@@ -85,6 +86,17 @@ func (m *Machines) Emit(e netboot.Event) {
 			v.Attrs = map[string]string{}
 		}
 		maps.Copy(v.Attrs, e.Attrs)
+	case events.EventTalos:
+		// What Talos itself says (MachineStatusEvent): only the stages the
+		// visit cares about move the machine; booting, rebooting and the
+		// like leave it where it was.
+		switch st := e.Attrs["stage"]; st {
+		case "maintenance", "installing", "running":
+			v.Stage, v.Problem = st, ""
+		}
+		if e.Err != "" {
+			v.Problem = e.Err
+		}
 	case netboot.EventDHCPIgnored:
 		v.Stage, v.Problem = "ignored", e.Err
 	case netboot.EventStuck:

@@ -195,6 +195,21 @@ func TestNetbootOnramp(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(data, NetbootEventsFile))
 		return strings.Contains(string(b), `"kind":"netboot.stuck"`)
 	})
+	// Onramp's Talos client looks at a leased machine every few seconds: the
+	// last guest to reach maintenance mode may be read a little after it
+	// settled (under TCG its TLS handshake alone takes seconds).
+	if os.Getenv("ONRAMP_TALOSSIM") != "" {
+		ms, _ := labScenario()
+		pollUntil(60*time.Second, func() bool {
+			b, _ := os.ReadFile(filepath.Join(data, NetbootEventsFile))
+			for _, m := range ms {
+				if m.SecureBootKeys != KeysVendor && !strings.Contains(string(b), `"kind":"talos.maintenance","mac":"`+m.MAC+`"`) {
+					return false
+				}
+			}
+			return true
+		})
+	}
 	// Onramp's own events tell the vendor-keys machine's story: DHCP and the
 	// iPXE download over TFTP, then no iPXE script ever asked for (its
 	// firmware refused iPXE; it may still try UEFI HTTP boot, refused too);
@@ -265,6 +280,106 @@ func TestNetbootOnramp(t *testing.T) {
 		if a["serial"] != m.Serial || a["secureBoot"] != wantSB || a["tpm"] != wantTPM || a["fingerprint"] == "" {
 			t.Errorf("%s: Talos client read serial=%q secureBoot=%q tpm=%q fingerprint=%q; want %q, %q, %q and a fingerprint",
 				m.Name, a["serial"], a["secureBoot"], a["tpm"], a["fingerprint"], m.Serial, wantSB, wantTPM)
+		}
+	}
+	// Every guest that booted the simulator reported to Onramp's event
+	// sink and kernel log receiver (talos.events.sink= and
+	// talos.logging.kernel= on its command line, baked into the UKI).
+	if os.Getenv("ONRAMP_TALOSSIM") != "" {
+		var booted []Machine
+		for _, m := range ms {
+			if m.SecureBootKeys != KeysVendor {
+				booted = append(booted, m)
+			}
+		}
+		checkTalosReports(t, data, booted, nil)
+	}
+}
+
+// talosReport is what a machine's Talos (the simulator) reported to
+// Onramp's receivers, from the netboot events file.
+type talosReport struct {
+	Stages map[string]bool // MachineStatusEvent stages seen
+	Types  map[string]int  // Talos event types seen
+	Events int             // talos.event entries
+	Kmsg   int             // talos.kmsg entries
+	Sample string          // one kernel log line
+}
+
+// talosReports reads the talos.event and talos.kmsg entries of Onramp's
+// netboot events file, by MAC.
+func talosReports(t *testing.T, data string) map[string]*talosReport {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, NetbootEventsFile))
+	if err != nil {
+		t.Fatalf("read netboot events: %v", err)
+	}
+	out := map[string]*talosReport{}
+	for _, line := range strings.Split(string(b), "\n") {
+		var e struct {
+			Kind, MAC, Detail string
+			Attrs             map[string]string
+		}
+		if json.Unmarshal([]byte(line), &e) != nil || e.MAC == "" || (e.Kind != "talos.event" && e.Kind != "talos.kmsg") {
+			continue
+		}
+		r := out[e.MAC]
+		if r == nil {
+			r = &talosReport{Stages: map[string]bool{}, Types: map[string]int{}}
+			out[e.MAC] = r
+		}
+		if e.Kind == "talos.kmsg" {
+			r.Kmsg++
+			if r.Sample == "" || strings.Contains(e.Detail, "Linux version") {
+				r.Sample = e.Detail
+			}
+			continue
+		}
+		r.Events++
+		r.Types[e.Attrs["type"]]++
+		if st := e.Attrs["stage"]; st != "" {
+			r.Stages[st] = true
+		}
+	}
+	return out
+}
+
+// checkTalosReports: every machine that reached maintenance mode told
+// Onramp's event sink so (MachineStatusEvent maintenance) and streamed its
+// kernel log; want adds stages a machine must also have reported.
+func checkTalosReports(t *testing.T, data string, ms []Machine, want map[string][]string) {
+	t.Helper()
+	var reps map[string]*talosReport
+	ok := func() bool {
+		reps = talosReports(t, data)
+		for _, m := range ms {
+			r := reps[m.MAC]
+			if r == nil || !r.Stages["maintenance"] || r.Kmsg == 0 {
+				return false
+			}
+			for _, st := range want[m.Name] {
+				if !r.Stages[st] {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	pollUntil(30*time.Second, ok)
+	for _, m := range ms {
+		r := reps[m.MAC]
+		if r == nil {
+			t.Errorf("%s: no talos.event or talos.kmsg entry in %s", m.Name, NetbootEventsFile)
+			continue
+		}
+		t.Logf("%s: Onramp received %d Talos events %v (stages %v) and %d kernel log lines, e.g. %q", m.Name, r.Events, r.Types, r.Stages, r.Kmsg, r.Sample)
+		for _, st := range append([]string{"maintenance"}, want[m.Name]...) {
+			if !r.Stages[st] {
+				t.Errorf("%s: no talos.event with stage %s; stages %v", m.Name, st, r.Stages)
+			}
+		}
+		if r.Kmsg == 0 {
+			t.Errorf("%s: no talos.kmsg entry", m.Name)
 		}
 	}
 }

@@ -120,6 +120,12 @@ func TestLabInstallVerify(t *testing.T) {
 	} else {
 		t.Logf("lab status: %s %s", cp.Name, got)
 	}
+
+	// Both nodes reported to Onramp's event sink and kernel log receiver
+	// (from their command lines, then from the applied config's
+	// EventSinkConfig and KmsgLogConfig); the installed one told it about
+	// its install and that it runs.
+	checkTalosReports(t, data, ms, map[string][]string{cp.Name: {"installing", "running"}})
 	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
 }
 
@@ -181,6 +187,8 @@ func TestInstallChild(t *testing.T) {
 		Endpoint:    "https://" + cp.IP + ":6443",
 		InstallDisk: &talos.DiskSelector{DevPath: "/dev/vda", MaxSize: "1GiB"},
 		Network:     talos.Network{Nameservers: []string{"10.77.0.1"}},
+		// Onramp's receivers in the lab's netboot (contract A)
+		Events: talos.Events{Sink: "10.77.0.1:4002", Kmsg: "tcp://10.77.0.1:4001"},
 		Machines: []talos.Machine{
 			{MAC: cp.MAC, Role: talos.RoleControlPlane, Hostname: "cp-1"},
 			{MAC: w.MAC, Role: talos.RoleWorker, Hostname: "worker-1"},

@@ -22,11 +22,15 @@ import (
 const netbootUsage = `Usage:
   onramp netboot --iface IF [--mode auto|isolated|proxy] --data DIR [--assets DIR]
                  [--plan plan.json] [--http-port 8080] [--allow-foreign-dhcp]
+                 [--events-port 4002] [--kmsg-port 4001]
 
 Serves DHCP (or proxyDHCP), TFTP and HTTP boot on IF only, headless, with JSON logs
 on stderr and one JSON event per line on stdout. The boot plan says what each
 machine boots (see app/bootplan.go); without one, machines get iPXE and are told
-to boot from their disks.
+to boot from their disks. Talos nodes report back to Onramp on the same address:
+events on --events-port (siderolink events API) and kernel logs on --kmsg-port
+(JSON lines, TCP and UDP); kernel boots get talos.events.sink= and
+talos.logging.kernel= pointing there unless the plan sets them. 0 turns one off.
 
 `
 
@@ -42,6 +46,8 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	plan := fset.String("plan", "", "boot plan JSON file")
 	ipxeDir := fset.String("ipxe-dir", "/usr/lib/ipxe", "directory with the iPXE binaries")
 	httpPort := fset.Int("http-port", 8080, "HTTP port for scripts and assets")
+	eventsPort := fset.Int("events-port", 4002, "Talos event sink port (gRPC, siderolink events API); 0 = off")
+	kmsgPort := fset.Int("kmsg-port", 4001, "Talos kernel log port (JSON lines over TCP and UDP); 0 = off")
 	rate := fset.Int64("rate-limit", 0, "bytes/s per client on HTTP downloads (0 = off)")
 	stuckAfter := fset.Duration("stuck-after", 60*time.Second, "report a machine stuck when it loaded iPXE but asked for no script within this time")
 	discoverNodes := fset.Bool("discover", true, "look at each leased machine's Talos maintenance API (port 50000)")
@@ -52,6 +58,14 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *iface == "" || *data == "" {
 		fset.Usage()
 		return errors.New("netboot: --iface and --data are required")
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"--events-port", *eventsPort}, {"--kmsg-port", *kmsgPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("netboot: %s %d is not a port (0 turns it off)", p.name, p.v)
+		}
 	}
 	m, err := server.ParseMode(*mode)
 	if err != nil {
@@ -87,6 +101,7 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Iface: *iface, Mode: m, AllowForeign: *allowForeign, DataDir: *data,
 		AssetsDir: *assets, IPXEDir: *ipxeDir, HTTPPort: *httpPort, RateLimit: *rate,
 		StuckAfter: *stuckAfter, Booter: booter, Sink: sink, Logger: log,
+		EventsPort: *eventsPort, KmsgPort: *kmsgPort,
 	})
 	if err != nil {
 		return err

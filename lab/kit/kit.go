@@ -9,8 +9,16 @@ import (
 
 // DefaultCmdline is the guest kernel command line: the serial console the
 // lab reads its state from, no reboot loop on panic (QEMU runs with
-// -no-reboot and exits instead), quiet enough to keep TCG boots quick.
-const DefaultCmdline = "console=ttyS0,115200 panic=-1 loglevel=4 talos.platform=metal"
+// -no-reboot and exits instead), quiet enough to keep TCG boots quick, and
+// ReportCmdline.
+const DefaultCmdline = "console=ttyS0,115200 panic=-1 loglevel=4 talos.platform=metal " + ReportCmdline
+
+// ReportCmdline points the guest's Talos (the simulator) at Onramp's
+// receivers on the lab server (lab/netns' bridge address 10.77.0.1): events
+// to the siderolink event sink on 4002, the kernel log as JSON lines over TCP
+// on 4001. Onramp adds the same to kernel boots it serves; the UKI needs them
+// baked in, since under SecureBoot its embedded command line wins.
+const ReportCmdline = "talos.events.sink=10.77.0.1:4002 talos.logging.kernel=tcp://10.77.0.1:4001"
 
 // The signing-key fingerprints the Talos simulator reports in
 // SecurityState when it boots from the lab's signed UKI (it cannot measure

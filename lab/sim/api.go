@@ -11,6 +11,7 @@ import (
 	goruntime "runtime"
 	"slices"
 	"strings"
+	"time"
 
 	cosiapi "github.com/cosi-project/runtime/api/v1alpha1"
 	cosiserver "github.com/cosi-project/runtime/pkg/state/protobuf/server"
@@ -194,6 +195,10 @@ func (m *machineService) Bootstrap(context.Context, *machine.BootstrapRequest) (
 
 	inst.bootstrapped = m.s.cfg.Clock()
 	m.s.log.Info("bootstrapped etcd")
+
+	// etcd starts, and turns healthy EtcdStartDelay later (as ServiceList says)
+	m.s.publish(&machine.ServiceStateEvent{Service: "etcd", Action: machine.ServiceStateEvent_STARTING, Message: "Starting etcd", Health: &machine.ServiceHealth{Unknown: true}})
+	time.AfterFunc(m.s.cfg.EtcdStartDelay, m.s.publishEtcdRunning)
 
 	return &machine.BootstrapResponse{Messages: []*machine.Bootstrap{{}}}, nil
 }

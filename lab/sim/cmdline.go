@@ -12,6 +12,7 @@ type Cmdline struct {
 	// Talos' own parameters.
 	ConfigURL  string // talos.config=
 	EventsSink string // talos.events.sink= (host:port)
+	KmsgURL    string // talos.logging.kernel= (tcp://host:port or udp://host:port)
 
 	// Simulator settings, onramp.sim.*:
 	UKIFingerprint string        // onramp.sim.uki_fpr=   SecurityState.ukiSigningKeyFingerprint
@@ -35,6 +36,8 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.ConfigURL = v
 		case "talos.events.sink":
 			c.EventsSink = v
+		case "talos.logging.kernel":
+			c.KmsgURL = v
 		case "onramp.sim.uki_fpr":
 			c.UKIFingerprint = v
 		case "onramp.sim.pcr_fpr":
@@ -114,6 +117,7 @@ func (c Cmdline) Args() []string {
 
 	add("talos.config", c.ConfigURL)
 	add("talos.events.sink", c.EventsSink)
+	add("talos.logging.kernel", c.KmsgURL)
 	add("onramp.sim.uki_fpr", c.UKIFingerprint)
 	add("onramp.sim.pcr_fpr", c.PCRFingerprint)
 

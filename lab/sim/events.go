@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/siderolabs/siderolink/api/events"
-	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
@@ -49,8 +48,8 @@ func NewSiderolinkSink(addr string, clock func() time.Time) (*SiderolinkSink, er
 // Close closes the connection.
 func (k *SiderolinkSink) Close() error { return k.conn.Close() }
 
-// Publish sends one machine status event.
-func (k *SiderolinkSink) Publish(ctx context.Context, ev *machine.MachineStatusEvent) error {
+// Publish sends one event (a machinery machine.*Event message).
+func (k *SiderolinkSink) Publish(ctx context.Context, ev proto.Message) error {
 	value, err := proto.Marshal(ev)
 	if err != nil {
 		return fmt.Errorf("encode event: %w", err)

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cosi-project/runtime/pkg/state"
+	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 	"github.com/siderolabs/talos/pkg/machinery/config"
 	cfgif "github.com/siderolabs/talos/pkg/machinery/config/config"
 	"github.com/siderolabs/talos/pkg/machinery/config/configloader"
@@ -337,6 +338,10 @@ func (s *Sim) install(data []byte) (err error) {
 
 	s.log.Info("installed", "machine_type", marker.MachineType, "config_sha256", marker.ConfigSHA256)
 
+	// the applied config takes effect at once: from now on events and the
+	// kernel log go where it says (the install sequence's events included)
+	s.applyRuntimeConfig(cfg)
+
 	return nil
 }
 
@@ -475,6 +480,7 @@ func (s *Sim) bootInstalled(ctx context.Context, st state.State, m *Marker) (*in
 				inst.stateErr = fmt.Errorf("load config from STATE: %w", err)
 			} else {
 				inst.cfg = cfg
+				s.applyRuntimeConfig(cfg)
 			}
 		}
 	}
@@ -592,6 +598,10 @@ func (s *Sim) fetchAndApply(ctx context.Context) {
 
 		var ae *ApplyError
 		if errors.As(err, &ae) {
+			if ae.Invalid {
+				s.publish(&machine.ConfigValidationErrorEvent{Error: err.Error()})
+			}
+
 			s.log.Error("config from talos.config= refused", "err", err)
 			fmt.Fprintf(s.cfg.Console, "[talos] config refused: %v\n", err)
 

@@ -15,8 +15,10 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 	"github.com/siderolabs/talos/pkg/machinery/api/security"
+	"github.com/siderolabs/talos/pkg/machinery/config"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 )
 
 // Stage is where the simulated node is in its life.
@@ -30,9 +32,10 @@ const (
 	StageRunning     Stage = "running" // installed and serving mTLS
 )
 
-// EventPublisher receives the node's machine status events (see SiderolinkSink).
+// EventPublisher receives the node's events, machinery machine.*Event
+// messages (see SiderolinkSink).
 type EventPublisher interface {
-	Publish(ctx context.Context, ev *machine.MachineStatusEvent) error
+	Publish(ctx context.Context, ev proto.Message) error
 }
 
 // Config configures a simulated node. Every source of hardware facts is a function so
@@ -61,8 +64,18 @@ type Config struct {
 	// ConfigURL, when set, is fetched in maintenance mode and applied like
 	// ApplyConfiguration (talos.config=).
 	ConfigURL string
-	// Events, when set, receives machine status events (talos.events.sink=).
-	Events EventPublisher
+	// Events, when set, receives the node's events (machine status, install
+	// sequence, services). Otherwise EventsSink (talos.events.sink=) is
+	// dialled, and an applied config's EventSinkConfig replaces it, as in
+	// Talos. Events wait in a bounded backlog until a sink takes them.
+	Events     EventPublisher
+	EventsSink string
+	// KmsgURLs (talos.logging.kernel=) receive the kernel log as Talos sends
+	// it (JSON lines, tcp:// or udp://), together with the applied config's
+	// KmsgLogConfig URLs. Kmsg is the kernel log (DevKmsg in a guest); nil:
+	// the simulator's console lines stand in for it.
+	KmsgURLs []string
+	Kmsg     KmsgSource
 
 	// Console receives the lines Talos prints on the console (the certificate
 	// fingerprint). Default io.Discard.
@@ -99,6 +112,9 @@ type Sim struct {
 	ready     chan struct{}
 	readyOnce sync.Once
 	rebootCh  chan struct{}
+
+	events *eventQueue
+	kmsg   *kmsgForwarder
 
 	mu          sync.Mutex
 	stage       Stage
@@ -153,12 +169,25 @@ func New(cfg Config) (*Sim, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 
+	if cfg.Kmsg == nil {
+		ck := newConsoleKmsg(cfg.Clock)
+		cfg.Console = io.MultiWriter(cfg.Console, ck)
+		cfg.Kmsg = ck.source
+	}
+
+	log := cfg.Logger.With("component", "talossim")
 	s := &Sim{
 		cfg:      cfg,
-		log:      cfg.Logger.With("component", "talossim"),
+		log:      log,
 		ready:    make(chan struct{}),
 		rebootCh: make(chan struct{}, 1),
 		stage:    StageBooting,
+		events:   newEventQueue(log),
+		kmsg:     newKmsgForwarder(log, cfg.Kmsg, cfg.KmsgURLs),
+	}
+
+	if cfg.Events != nil {
+		s.events.setPublisher(cfg.Events)
 	}
 
 	if cfg.TPM != nil {
@@ -243,10 +272,6 @@ func (s *Sim) setStage(ctx context.Context, st Stage) {
 		fmt.Fprintf(s.cfg.Console, "ONRAMP-LAB: state=%s\n", labState)
 	}
 
-	if s.cfg.Events == nil {
-		return
-	}
-
 	stage := map[Stage]machine.MachineStatusEvent_MachineStage{
 		StageBooting:     machine.MachineStatusEvent_BOOTING,
 		StageMaintenance: machine.MachineStatusEvent_MAINTENANCE,
@@ -254,14 +279,36 @@ func (s *Sim) setStage(ctx context.Context, st Stage) {
 		StageRunning:     machine.MachineStatusEvent_RUNNING,
 	}[st]
 
-	ev := &machine.MachineStatusEvent{Stage: stage, Status: &machine.MachineStatusEvent_MachineStatus{Ready: st == StageRunning || st == StageMaintenance}}
+	s.publish(&machine.MachineStatusEvent{Stage: stage, Status: &machine.MachineStatusEvent_MachineStatus{Ready: st == StageRunning || st == StageMaintenance}})
+}
 
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
+// publish queues an event for the sink; it never blocks.
+func (s *Sim) publish(ev proto.Message) { s.events.add(ev) }
 
-	if err := s.cfg.Events.Publish(pctx, ev); err != nil {
-		s.log.Warn("publish event", "stage", string(st), "err", err)
+// PendingEvents is how many events wait for a sink.
+func (s *Sim) PendingEvents() int { return s.events.pending() }
+
+// applyRuntimeConfig points the event sink and the kernel log at what an
+// applied (or stored) config says, like Talos' EventSinkConfig and
+// KmsgLogConfig controllers: the config's sink replaces the command line's,
+// its kernel log URLs are added to the command line's.
+func (s *Sim) applyRuntimeConfig(cfg config.Provider) {
+	if cfg == nil || cfg.Runtime() == nil {
+		return
 	}
+
+	if ep := cfg.Runtime().EventsEndpoint(); ep != nil && *ep != "" && s.cfg.Events == nil {
+		if err := s.events.useSink(*ep); err != nil {
+			s.log.Warn("event sink from config", "endpoint", *ep, "err", err)
+		}
+	}
+
+	var urls []string
+	for _, u := range cfg.Runtime().KmsgLogURLs() {
+		urls = append(urls, u.String())
+	}
+
+	s.kmsg.setConfig(urls)
 }
 
 // requestReboot asks Run to stop serving and boot again (after an install).
@@ -290,6 +337,26 @@ func (s *Sim) Run(ctx context.Context) error {
 
 	bgCtx, bgCancel := context.WithCancel(ctx)
 	defer bgCancel()
+
+	if s.cfg.Events == nil && s.cfg.EventsSink != "" {
+		if err := s.events.useSink(s.cfg.EventsSink); err != nil {
+			s.log.Warn("event sink from the command line", "endpoint", s.cfg.EventsSink, "err", err)
+		}
+	}
+
+	bg.Add(2)
+
+	go func() {
+		defer bg.Done()
+
+		s.events.run(bgCtx)
+	}()
+
+	go func() {
+		defer bg.Done()
+
+		s.kmsg.run(bgCtx)
+	}()
 
 	for {
 		s.setStage(ctx, StageBooting)
@@ -330,14 +397,25 @@ func (s *Sim) Run(ctx context.Context) error {
 			return nil
 		}
 
-		// reboot requested: the install runs while the API is down
+		// reboot requested: the install runs while the API is down, with
+		// the events Talos' install sequence publishes
 		s.setStage(ctx, StageInstalling)
+		s.publish(&machine.SequenceEvent{Sequence: "install", Action: machine.SequenceEvent_START})
+		s.publish(&machine.PhaseEvent{Phase: "install", Action: machine.PhaseEvent_START})
+		s.publish(&machine.TaskEvent{Task: "install", Action: machine.TaskEvent_START})
+		fmt.Fprintf(s.cfg.Console, "[talos] installing Talos to the system disk\n")
 
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(s.cfg.InstallDelay):
 		}
+
+		s.publish(&machine.TaskEvent{Task: "install", Action: machine.TaskEvent_STOP})
+		s.publish(&machine.PhaseEvent{Phase: "install", Action: machine.PhaseEvent_STOP})
+		s.publish(&machine.SequenceEvent{Sequence: "install", Action: machine.SequenceEvent_STOP})
+		s.publish(&machine.MachineStatusEvent{Stage: machine.MachineStatusEvent_REBOOTING, Status: &machine.MachineStatusEvent_MachineStatus{}})
+		fmt.Fprintf(s.cfg.Console, "[talos] install finished, rebooting\n")
 	}
 }
 
@@ -436,6 +514,7 @@ func (s *Sim) serve(ctx context.Context, creds *tls.Config, inst *installedNode,
 
 	if installed {
 		s.setStage(ctx, StageRunning)
+		s.publishServices(inst)
 	} else {
 		s.setStage(ctx, StageMaintenance)
 	}
@@ -478,4 +557,50 @@ func (s *Sim) serve(ctx context.Context, creds *tls.Config, inst *installedNode,
 	}
 
 	return nil
+}
+
+// publishServices reports the installed node's services as Talos' service
+// runner does: apid and trustd running, kubelet running, etcd waiting for
+// bootstrap on a control plane that has none yet (running once it has).
+func (s *Sim) publishServices(inst *installedNode) {
+	s.mu.Lock()
+	cp := inst.marker.MachineType == "controlplane"
+	bootstrapped := inst.marker.Bootstrapped
+	stateErr := inst.stateErr
+	s.mu.Unlock()
+
+	healthy := &machine.ServiceHealth{Healthy: true}
+
+	s.publish(&machine.ServiceStateEvent{Service: "apid", Action: machine.ServiceStateEvent_RUNNING, Message: "Health check successful", Health: healthy})
+
+	if stateErr != nil {
+		s.publish(&machine.ServiceStateEvent{Service: "kubelet", Action: machine.ServiceStateEvent_FAILED, Message: stateErr.Error()})
+
+		return
+	}
+
+	if !cp {
+		s.publish(&machine.ServiceStateEvent{Service: "kubelet", Action: machine.ServiceStateEvent_RUNNING, Message: "Health check successful", Health: healthy})
+
+		return
+	}
+
+	s.publish(&machine.ServiceStateEvent{Service: "trustd", Action: machine.ServiceStateEvent_RUNNING, Message: "Health check successful", Health: healthy})
+
+	if bootstrapped {
+		s.publishEtcdRunning()
+
+		return
+	}
+
+	s.publish(&machine.ServiceStateEvent{Service: "etcd", Action: machine.ServiceStateEvent_PREPARING, Message: "Waiting for etcd to be bootstrapped", Health: &machine.ServiceHealth{Unknown: true}})
+	s.publish(&machine.ServiceStateEvent{Service: "kubelet", Action: machine.ServiceStateEvent_RUNNING, Message: "Waiting for the API server", Health: &machine.ServiceHealth{}})
+}
+
+// publishEtcdRunning reports etcd and kubelet healthy.
+func (s *Sim) publishEtcdRunning() {
+	healthy := &machine.ServiceHealth{Healthy: true}
+
+	s.publish(&machine.ServiceStateEvent{Service: "etcd", Action: machine.ServiceStateEvent_RUNNING, Message: "Health check successful", Health: healthy})
+	s.publish(&machine.ServiceStateEvent{Service: "kubelet", Action: machine.ServiceStateEvent_RUNNING, Message: "Health check successful", Health: healthy})
 }

@@ -184,9 +184,9 @@ func TestParseCmdline(t *testing.T) {
 		{name: "empty", in: "", want: sim.Cmdline{}},
 		{
 			name: "all",
-			in:   `BOOT_IMAGE=/vmlinuz console=ttyS0 talos.config=http://10.77.0.1:8080/config?mac=52:54:00:77:00:10 talos.events.sink=[fd77::1]:4002 onramp.sim.uki_fpr="ab cd" onramp.sim.pcr_fpr=ef onramp.sim.uki=1 onramp.sim.state=/mnt/state onramp.sim.listen=:50000 onramp.sim.install_delay=2s` + "\n",
+			in:   `BOOT_IMAGE=/vmlinuz console=ttyS0 talos.config=http://10.77.0.1:8080/config?mac=52:54:00:77:00:10 talos.events.sink=[fd77::1]:4002 talos.logging.kernel=tcp://10.77.0.1:4001 onramp.sim.uki_fpr="ab cd" onramp.sim.pcr_fpr=ef onramp.sim.uki=1 onramp.sim.state=/mnt/state onramp.sim.listen=:50000 onramp.sim.install_delay=2s` + "\n",
 			want: sim.Cmdline{
-				ConfigURL: "http://10.77.0.1:8080/config?mac=52:54:00:77:00:10", EventsSink: "[fd77::1]:4002",
+				ConfigURL: "http://10.77.0.1:8080/config?mac=52:54:00:77:00:10", EventsSink: "[fd77::1]:4002", KmsgURL: "tcp://10.77.0.1:4001",
 				UKIFingerprint: "ab cd", PCRFingerprint: "ef", BootedWithUKI: &yes, StateDir: "/mnt/state", ListenAddr: ":50000", InstallDelay: 2 * time.Second,
 			},
 		},
@@ -232,7 +232,7 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 
 		// a value never contains an unquoted separator, nor a quote
-		for _, v := range []string{c.ConfigURL, c.EventsSink, c.StateDir, c.ListenAddr} {
+		for _, v := range []string{c.ConfigURL, c.EventsSink, c.KmsgURL, c.StateDir, c.ListenAddr} {
 			if strings.ContainsAny(v, "\"") {
 				t.Fatalf("value %q kept a quote", v)
 			}
@@ -273,8 +273,17 @@ func (e *eventSink) Publish(_ context.Context, req *events.EventRequest) (*event
 
 	var ev machine.MachineStatusEvent
 
-	if req.GetData().GetTypeUrl() != "talos/runtime/machine.MachineStatusEvent" || proto.Unmarshal(req.GetData().GetValue(), &ev) != nil || len(req.GetId()) != 20 {
-		e.bad = append(e.bad, req.GetData().GetTypeUrl()+" "+req.GetId())
+	url := req.GetData().GetTypeUrl()
+	if !strings.HasPrefix(url, "talos/runtime/machine.") || len(req.GetId()) != 20 {
+		e.bad = append(e.bad, url+" "+req.GetId())
+	}
+
+	if url != "talos/runtime/machine.MachineStatusEvent" {
+		return &events.EventResponse{}, nil
+	}
+
+	if proto.Unmarshal(req.GetData().GetValue(), &ev) != nil {
+		e.bad = append(e.bad, url+" "+req.GetId())
 	}
 
 	e.stages = append(e.stages, ev.GetStage())
@@ -290,7 +299,8 @@ func (e *eventSink) snapshot() ([]machine.MachineStatusEvent_MachineStage, []str
 }
 
 // TestConfigURLInstallsAndSendsEvents: talos.config= is fetched and applied without
-// any API call, and the sink sees boot → maintenance → installing → boot → running.
+// any API call, and the sink sees boot → maintenance → installing → rebooting →
+// boot → running.
 func TestConfigURLInstallsAndSendsEvents(t *testing.T) {
 	t.Parallel()
 
@@ -338,12 +348,12 @@ func TestConfigURLInstallsAndSendsEvents(t *testing.T) {
 	// The stage changes before its event is published: give the last
 	// event a moment to arrive.
 	stages, bad := es.snapshot()
-	for deadline := time.Now().Add(10 * time.Second); len(stages) < 5 && time.Now().Before(deadline); stages, bad = es.snapshot() {
+	for deadline := time.Now().Add(10 * time.Second); len(stages) < 6 && time.Now().Before(deadline); stages, bad = es.snapshot() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	want := []machine.MachineStatusEvent_MachineStage{
 		machine.MachineStatusEvent_BOOTING, machine.MachineStatusEvent_MAINTENANCE, machine.MachineStatusEvent_INSTALLING,
-		machine.MachineStatusEvent_BOOTING, machine.MachineStatusEvent_RUNNING,
+		machine.MachineStatusEvent_REBOOTING, machine.MachineStatusEvent_BOOTING, machine.MachineStatusEvent_RUNNING,
 	}
 
 	if d := cmp.Diff(want, stages); d != "" {

@@ -2,7 +2,10 @@
 // technician chose: DHCP (isolated: full DHCP; proxy: proxyDHCP on 67 and
 // 4011 beside the site's server), TFTP for the iPXE binaries, HTTP for the
 // iPXE script and the boot assets, and in isolated mode a watch for foreign
-// DHCP servers and IPv6 router advertisements. All of them run under one errgroup: when one fails, all stop.
+// DHCP servers and IPv6 router advertisements, and the receivers for what
+// Talos nodes report back (talos/events: the event sink and kernel logs,
+// whose addresses go on the Talos kernel command line Onramp serves). All of
+// them run under one errgroup: when one fails, all stop.
 //
 // Mode "auto" probes the cart network first: no DHCP server answering →
 // isolated; one answering → proxy. "isolated" refuses to start beside a
@@ -17,9 +20,11 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +35,7 @@ import (
 	"onramp/netboot/httpboot"
 	"onramp/netboot/ra"
 	"onramp/netboot/tftp"
+	"onramp/talos/events"
 )
 
 // Mode is how Onramp serves DHCP.
@@ -70,6 +76,13 @@ type Config struct {
 	HTTPPort  int   // default 8080
 	TFTPPort  int   // default 69
 	RateLimit int64 // bytes/s per client on HTTP downloads; 0 = off
+	// EventsPort is the Talos event sink (gRPC, siderolink events API;
+	// Onramp uses 4002); KmsgPort the kernel log receiver (JSON lines over
+	// TCP and UDP; Onramp uses 4001). 0 = not served. When served, kernel
+	// boots get talos.events.sink= / talos.logging.kernel= pointing at
+	// them unless their command line already sets those.
+	EventsPort int
+	KmsgPort   int
 	// ProbeTimeout bounds the start-up probe for foreign DHCP servers; default 1.5 s.
 	ProbeTimeout time.Duration
 	// StuckAfter is how long a machine may sit between downloading iPXE
@@ -202,12 +215,54 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	ip := cfg.ServerIP.String()
+	booter := cfg.Booter
+	if args := talosArgs(ip, cfg.EventsPort, cfg.KmsgPort); len(args) > 0 {
+		booter = withKernelArgs(booter, args)
+	}
+	var receivers []func(context.Context) error
+	var unused []io.Closer // receivers' sockets, closed if Run fails before serving
+	serving := false
+	defer func() {
+		if !serving {
+			for _, c := range unused {
+				c.Close()
+			}
+		}
+	}()
+	if cfg.EventsPort > 0 {
+		sink, err := events.NewSink(events.SinkConfig{
+			Addr: net.JoinHostPort(ip, strconv.Itoa(cfg.EventsPort)), OnLink: cfg.Subnet,
+			Resolver: s.resolver(cfg.Iface), Sink: s.macs, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return fmt.Errorf("netboot: %w", err)
+		}
+		if _, err := sink.Listen(); err != nil {
+			return fmt.Errorf("netboot: %w", err)
+		}
+		unused = append(unused, sink)
+		receivers = append(receivers, sink.Run)
+	}
+	if cfg.KmsgPort > 0 {
+		kmsg, err := events.NewKmsg(events.KmsgConfig{
+			Addr: net.JoinHostPort(ip, strconv.Itoa(cfg.KmsgPort)), OnLink: cfg.Subnet,
+			Resolver: s.resolver(cfg.Iface), Sink: s.macs, Logger: cfg.Logger,
+		})
+		if err != nil {
+			return fmt.Errorf("netboot: %w", err)
+		}
+		if _, _, err := kmsg.Listen(); err != nil {
+			return fmt.Errorf("netboot: %w", err)
+		}
+		unused = append(unused, kmsg)
+		receivers = append(receivers, kmsg.Run)
+	}
 	httpSrv, err := httpboot.New(httpboot.Config{
 		Addr:       net.JoinHostPort(ip, strconv.Itoa(cfg.HTTPPort)),
 		OnLink:     cfg.Subnet,
 		Assets:     rootFS(assets),
 		BootFiles:  bootFS,
-		Booter:     cfg.Booter,
+		Booter:     booter,
 		Sink:       s.macs,
 		Logger:     cfg.Logger,
 		RateLimit:  cfg.RateLimit,
@@ -237,7 +292,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Subnet:    cfg.Subnet,
 		HTTPPort:  cfg.HTTPPort,
 		LeaseFile: filepath.Join(cfg.DataDir, "dhcp-leases.journal"),
-		Booter:    cfg.Booter,
+		Booter:    booter,
 		Sink:      s.macs,
 		Logger:    cfg.Logger,
 	})
@@ -253,8 +308,12 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("netboot: %w", err)
 	}
 
-	s.log.Info("serving", "mode", string(mode), "server", ip, "http", cfg.HTTPPort, "tftp", cfg.TFTPPort)
+	s.log.Info("serving", "mode", string(mode), "server", ip, "http", cfg.HTTPPort, "tftp", cfg.TFTPPort, "events", cfg.EventsPort, "kmsg", cfg.KmsgPort)
 	g, gctx := errgroup.WithContext(ctx)
+	serving = true
+	for _, run := range receivers {
+		g.Go(func() error { return run(gctx) })
+	}
 	g.Go(func() error { return httpSrv.Run(gctx) })
 	g.Go(func() error { return tftpSrv.Run(gctx) })
 	g.Go(func() error { return dhcpSrv.Run(gctx) })
@@ -331,6 +390,63 @@ type ipToMAC struct {
 
 // maxTracked bounds the map against floods of random MACs.
 const maxTracked = 4096
+
+// MACForIP implements events.Resolver from the DHCP acknowledgements seen.
+func (t *ipToMAC) MACForIP(ip netip.Addr) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mac, ok := t.m[ip.Unmap().String()]
+	return mac, ok && mac != ""
+}
+
+// resolver finds a Talos node's MAC by its address: Onramp's own leases
+// first, then the kernel's neighbour table on iface (proxy mode leases
+// nothing; the node just talked to us, so the kernel knows its MAC).
+func (s *Server) resolver(iface string) events.Resolver {
+	return events.Resolvers{s.macs, events.NeighbourTable{Iface: iface}}
+}
+
+// talosArgs are the kernel arguments that point Talos at the receivers.
+func talosArgs(ip string, eventsPort, kmsgPort int) []string {
+	var args []string
+	if eventsPort > 0 {
+		args = append(args, "talos.events.sink="+net.JoinHostPort(ip, strconv.Itoa(eventsPort)))
+	}
+	if kmsgPort > 0 {
+		args = append(args, "talos.logging.kernel=tcp://"+net.JoinHostPort(ip, strconv.Itoa(kmsgPort)))
+	}
+	return args
+}
+
+// withKernelArgs adds args to kernel (non-UKI) boot decisions whose command
+// line does not already set the same parameter: the boot plan wins. A UKI's
+// command line is baked into the signed image and cannot be changed.
+func withKernelArgs(next netboot.Booter, args []string) netboot.Booter {
+	return netboot.BooterFunc(func(ctx context.Context, m netboot.Machine) (netboot.Decision, error) {
+		d, err := next.Boot(ctx, m)
+		if err != nil || d.Kind != netboot.BootKernel {
+			return d, err
+		}
+		return addKernelArgs(d, args), nil
+	})
+}
+
+// addKernelArgs is withKernelArgs' decision, on a copy of d's command line.
+func addKernelArgs(d netboot.Decision, args []string) netboot.Decision {
+	have := map[string]bool{}
+	for _, a := range d.Cmdline {
+		k, _, _ := strings.Cut(a, "=")
+		have[k] = true
+	}
+	cmdline := append([]string(nil), d.Cmdline...)
+	for _, a := range args {
+		if k, _, _ := strings.Cut(a, "="); !have[k] {
+			cmdline = append(cmdline, a)
+		}
+	}
+	d.Cmdline = cmdline
+	return d
+}
 
 func (t *ipToMAC) Emit(e netboot.Event) {
 	t.mu.Lock()

@@ -29,6 +29,7 @@ const childEnv = "ONRAMP_SERVER_TEST_CHILD"
 type childConfig struct {
 	Iface, Mode, Data, Assets string
 	UEFI                      netboot.Decision
+	EventsPort, KmsgPort      int
 }
 
 func TestChildServer(t *testing.T) {
@@ -45,7 +46,7 @@ func TestChildServer(t *testing.T) {
 	enc := json.NewEncoder(os.Stdout)
 	sink := netboot.SinkFunc(func(e netboot.Event) { enc.Encode(e) })
 	booter := netboot.BooterFunc(func(context.Context, netboot.Machine) (netboot.Decision, error) { return cc.UEFI, nil })
-	srv, err := New(Config{Iface: cc.Iface, Mode: Mode(cc.Mode), DataDir: cc.Data, AssetsDir: cc.Assets, Booter: booter, Sink: sink, ProbeTimeout: time.Second})
+	srv, err := New(Config{Iface: cc.Iface, Mode: Mode(cc.Mode), DataDir: cc.Data, AssetsDir: cc.Assets, Booter: booter, Sink: sink, ProbeTimeout: time.Second, EventsPort: cc.EventsPort, KmsgPort: cc.KmsgPort})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 // Command talossim is the Talos node simulator that runs in the virtual lab's QEMU
 // guests, started by the initramfs init after udhcpc configured the network. It
-// reads /proc/cmdline (talos.config=, talos.events.sink=, onramp.sim.*), SMBIOS from
-// /sys/class/dmi/id, disks from /sys/block, SecureBoot from efivarfs and uses the
-// TPM at /dev/tpmrm0, then serves the Talos API on :50000 until SIGTERM.
+// reads /proc/cmdline (talos.config=, talos.events.sink=, talos.logging.kernel=,
+// onramp.sim.*), SMBIOS from /sys/class/dmi/id, disks from /sys/block, SecureBoot
+// from efivarfs and uses the TPM at /dev/tpmrm0, then serves the Talos API on
+// :50000 until SIGTERM. Like Talos it publishes its events to the event sink and
+// streams the guest's kernel log (/dev/kmsg) to the kernel log URLs, from the
+// command line or from the applied config (EventSinkConfig, KmsgLogConfig).
 //
 // Build (static, no cgo):
 //
@@ -109,14 +112,19 @@ func run() error {
 		log.Warn("TPM unusable", "err", err)
 	}
 
-	if cl.EventsSink != "" {
-		sink, err := sim.NewSiderolinkSink(cl.EventsSink, nil)
-		if err != nil {
-			return err
-		}
-		defer sink.Close() //nolint:errcheck
+	cfg.EventsSink = cl.EventsSink
+	if cl.KmsgURL != "" {
+		cfg.KmsgURLs = []string{cl.KmsgURL}
+	}
 
-		cfg.Events = sink
+	// the guest's real kernel log when we may read it; else (not root, or
+	// outside a guest with dmesg restricted) the console lines stand in
+	if f, err := os.Open("/dev/kmsg"); err == nil {
+		f.Close() //nolint:errcheck
+
+		cfg.Kmsg = sim.DevKmsg("/dev/kmsg")
+	} else {
+		log.Info("kernel log not readable: sending the simulator's console lines instead", "err", err)
 	}
 
 	s, err := sim.New(cfg)
