@@ -18,7 +18,7 @@ LISTEN     ?= 127.0.0.1:8080
 APT_PACKAGES := build-essential pkg-config libgtk-3-dev libwebkit2gtk-4.1-dev libssl-dev \
 	xvfb xauth x11-utils chromium \
 	iproute2 curl tftp-hpa tftpd-hpa udhcpc isc-dhcp-client kea-dhcp4-server kea-admin \
-	tshark nginx-light ndisc6 socat netcat-openbsd \
+	tshark nginx-light ndisc6 socat netcat-openbsd age atftp \
 	qemu-system-x86 ovmf ipxe swtpm swtpm-tools busybox-static cpio sbsigntool
 
 ## dev: live-reloading development window (Wails CLI; frontend via Vite)
@@ -96,6 +96,8 @@ test-fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDiskSelector$$' -fuzztime 5s ./talos
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCmdline$$' -fuzztime 5s ./lab/sim
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKmsg$$' -fuzztime 10s ./talos/events
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime 10s ./netboot/tftp
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 10s ./talos/handoff
 
 test-frontend: deps-npm
 	cd frontend && npm run check && npm test

@@ -64,6 +64,8 @@ const usage = `Usage:
                                                      the virtual lab: QEMU machines netbooting from Onramp
   onramp talos gen --cluster NAME --endpoint URL --out DIR
                                                      export Talos configs and talosconfig (mode 0600)
+  onramp handoff open BUNDLE (--identity FILE | --passphrase-file FILE) --out DIR [--sha256 HEX]
+                                                     decrypt and check a handoff bundle (fleet side)
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -93,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return errors.New("talos: the only subcommand is gen")
 			}
 			return cli.TalosGen(ctx, args[2:], stdout, stderr)
+		case "handoff":
+			return cli.Handoff(ctx, args[1:], stdout, stderr)
 		case "help", "-h", "--help":
 			fmt.Fprint(stdout, usage)
 			return nil

@@ -48,6 +48,12 @@ type App struct {
 	Vault *Vault
 	// Install installs and verifies the site's machines.
 	Install *Install
+	// Handoff writes the encrypted handoff bundle and wipes the secrets;
+	// Report is the site report (steps 7 and 8).
+	Handoff *Handoff
+	Report  *Report
+	// SecureBoot is step 4: the site's keys and the enrollment image.
+	SecureBoot *SecureBoot
 
 	log *slog.Logger
 }
@@ -85,7 +91,12 @@ func New(cfg Config) (*App, error) {
 	vault := NewVault(cfg.DataDir, bus, site)
 	inst := NewInstall(site, machines, lb, bus, cfg.Logger)
 	inst.vault = vault
+	rep := NewReport(site, inst, vault, cfg.Build)
+	handoff := NewHandoff(cfg.DataDir, site, inst, vault, rep, bus, cfg.Logger)
+	site.handedOff = handoff.wipedAt
 	return &App{
+		Report:   rep,
+		Handoff:  handoff,
 		Vault:    vault,
 		Bus:      bus,
 		Machines: machines,
@@ -98,13 +109,15 @@ func New(cfg Config) (*App, error) {
 		Settings: settings,
 		Shell:    NewShell(cfg.Mode, cfg.AdminPIN, cfg.AuthRequired),
 		log:      cfg.Logger,
+
+		SecureBoot: NewSecureBoot(cfg.DataDir, cfg.LabCache, vault, site, bus),
 	}, nil
 }
 
 // Services is the one list bound to Wails and served over HTTP.
 func (a *App) Services() []any {
 	return []any{a.System, a.Network, a.Settings, a.Shell, a.Netboot, a.Site, a.Lab,
-		a.Vault, a.Install}
+		a.Vault, a.Install, a.Handoff, a.Report, a.SecureBoot}
 }
 
 // Close stops what the services started (the boot services).

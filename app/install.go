@@ -85,8 +85,10 @@ type InstallNode struct {
 	Error       string         `json:"error,omitempty"`
 	Steps       []InstallStep  `json:"steps"`
 	Evidence    *node.Evidence `json:"evidence,omitempty"`
-	StartedAt   *time.Time     `json:"startedAt,omitempty"`
-	FinishedAt  *time.Time     `json:"finishedAt,omitempty"`
+	// ConfigSHA256 is the SHA-256 of the machine config the node accepted.
+	ConfigSHA256 string     `json:"configSha256,omitempty"`
+	StartedAt    *time.Time `json:"startedAt,omitempty"`
+	FinishedAt   *time.Time `json:"finishedAt,omitempty"`
 }
 
 // InstallStep is one step of a node's install.
@@ -403,6 +405,9 @@ func (i *Install) progress(u install.Update) {
 		}
 	}
 	r.node.Step, r.node.Message = string(u.Step), u.Message
+	if u.ConfigSHA256 != "" {
+		r.node.ConfigSHA256 = u.ConfigSHA256
+	}
 	if u.Step == install.StepInstall && u.State == install.StateDone {
 		r.installed = true
 	}

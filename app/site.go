@@ -34,6 +34,9 @@ type Site struct {
 	// no database, secrets in memory only). Lock order: Vault.mu, then
 	// Site.mu, then the store's own.
 	vault     *store.Vault
+	// handedOff says when a cluster of that name was handed off and wiped
+	// (Handoff.wipedAt); nil: never.
+	handedOff func(cluster string) (time.Time, bool)
 	persisted bool // bundle is stored in the vault
 }
 
@@ -138,6 +141,21 @@ func (s *Site) Export() (string, error) {
 // split the cluster); without a vault it keeps them in memory only. It never
 // returns secret material.
 func (s *Site) GenerateSecrets() (SiteView, error) {
+	// A cluster handed off and wiped keeps its name: new secrets under it
+	// would make a second cluster the fleet cannot tell apart. (Asked before
+	// taking s.mu: the audit trail sits behind the vault's lock.)
+	s.mu.Lock()
+	name, fresh, handedOff := "", s.bundle == nil, s.handedOff
+	if s.site != nil {
+		name = s.site.Cluster
+	}
+	s.mu.Unlock()
+	if fresh && name != "" && handedOff != nil {
+		if at, ok := handedOff(name); ok {
+			return SiteView{}, fmt.Errorf("generate secrets: cluster %q was handed off and its secrets wiped from this device on %s; "+
+				"to build another cluster, give it a new cluster name first", name, at.Local().Format("2006-01-02 15:04"))
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.site == nil {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: Onramp against Kea (perfdhcp), tftpd-hpa and nginx, all inside
-# network namespaces the benchmark creates and removes (names obb*).
+# network namespaces the benchmark creates and removes (names obb*, or
+# -netns-prefix).
 # Table on stdout, JSON in build/bench/latest.json. Needs root.
-#   build/bench.sh [-quick] [-only dhcp,tftp,http,rack] [-onramp PATH]
+#   build/bench.sh [-quick] [-only dhcp,tftp,http,rack] [-onramp PATH] [-reps N] [-netns-prefix obb]
 # Without -onramp it uses build/bin/onramp when present, else builds one.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -173,7 +173,13 @@ type VM struct {
 	// traffic leaves QEMU) instead of a tap; for direct-boot tests.
 	UserNet bool
 	Direct  *DirectBoot
-	QEMU    string // default qemu-system-x86_64
+	// HTTPBootOnly turns OVMF's PXE boot options off (fw_cfg knobs
+	// opt/org.tianocore/IPv4PXESupport and IPv6PXESupport = n) so the
+	// firmware goes straight to UEFI HTTP boot, like a server whose boot
+	// order was set to HTTP boot first; otherwise OVMF spends ~2 min under
+	// TCG on PXE over IPv4 and IPv6 before it tries HTTP.
+	HTTPBootOnly bool
+	QEMU         string // default qemu-system-x86_64
 	Log     *slog.Logger
 }
 
@@ -237,6 +243,10 @@ func (v *VM) Args(tpmSock string) []string {
 			"-device", "virtio-net-pci,netdev=net0,mac="+m.MAC+",romfile=")
 	default:
 		a = append(a, "-nic", "none")
+	}
+	if v.HTTPBootOnly && m.Firmware != FirmwareBIOS {
+		a = append(a, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	}
 	if tpmSock != "" {
 		a = append(a, "-chardev", "socket,id=chrtpm,path="+qemuEscape(tpmSock),

@@ -22,6 +22,8 @@
 // Exits non-zero with a message on the first failure; prints
 // "N passed, N failed" last.
 
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -51,11 +53,11 @@ const STEPS = [
   ['site', 'Site', 'site'],
   ['network', 'Network', 'network'],
   ['discover', 'Discover', 'discover'],
-  ['secureboot', 'SecureBoot', 'not-yet'],
+  ['secureboot', 'SecureBoot', 'secureboot'],
   ['install', 'Install', 'install'],
   ['verify', 'Verify', 'verify'],
-  ['handoff', 'Handoff', 'not-yet'],
-  ['report', 'Report', 'not-yet'],
+  ['handoff', 'Handoff', 'handoff'],
+  ['report', 'Report', 'report'],
   ['system', 'System', 'system'],
 ];
 
@@ -190,6 +192,11 @@ async function main() {
       if (kind === 'not-yet') {
         const panel = await textOf(page, '[data-testid=not-yet]');
         if (!/Not yet available/.test(panel) || !/Comes with/.test(panel)) fail('placeholder panel does not say what brings it');
+      } else if (kind === 'secureboot') {
+        // A fresh data dir: no vault, so the step asks for one and offers no keys.
+        await page.locator('[data-testid=secureboot-status], [data-testid=secureboot-missing]').first().waitFor({ state: 'visible' });
+        if (await page.locator('[data-testid=secureboot-missing]').isVisible()) fail('this build has no SecureBoot service bound (app/secureboot.go, App.Services)');
+        if ((await page.locator('[data-testid=secureboot-status]').getAttribute('data-vault')) !== 'false') fail('the vault shows as unlocked in a fresh data dir');
       } else if (kind === 'site') {
         await page.locator('[data-testid=site-status]').waitFor({ state: 'visible' });
       } else if (kind === 'install') {
@@ -201,6 +208,18 @@ async function main() {
         const fix = await page.locator('[data-testid=install-blocker] a').first().getAttribute('href');
         if (fix !== '#/site') fail(`the blocker links to "${fix}", want #/site`);
         if (await page.locator('[data-testid=node-install], [data-testid=install-all]').count()) fail('an Install button is offered with no site');
+      } else if (kind === 'handoff') {
+        // No site yet: the step says so and offers nothing to write or wipe.
+        await page.locator('[data-testid=handoff-status], [data-testid=handoff-missing]').first().waitFor({ state: 'visible' });
+        if (await page.locator('[data-testid=handoff-missing]').isVisible()) fail('this build has no Handoff service bound (app/handoff.go, App.Services)');
+        const blockers = await page.locator('[data-testid=handoff-blocker]').allInnerTexts();
+        if (!blockers.some((b) => /Fill in the site first/.test(b))) fail(`handoff blockers are ${JSON.stringify(blockers)}`);
+        if (!(await page.locator('[data-testid=handoff-export]').isDisabled())) fail('Write is offered with no site');
+      } else if (kind === 'report') {
+        await page.locator('[data-testid=problem], [data-testid=report-summary], [data-testid=report-missing]').first().waitFor({ state: 'visible' });
+        if (await page.locator('[data-testid=report-missing]').isVisible()) fail('this build has no Report service bound (app/report.go, App.Services)');
+        const why = await textOf(page, '[data-testid=problem]');
+        if (!/no site yet/.test(why)) fail(`report without a site says "${why}"`);
       } else if (kind === 'verify') {
         await installPage(page, '[data-testid=verify-cluster]');
         const boot = await textOf(page, '[data-testid=cluster-bootstrap]');
@@ -302,8 +321,10 @@ async function main() {
   await check('Site page: touch targets and width', async () => {
     await page.locator('[data-testid=machine-edit-0]').click();
     await page.locator('[data-testid=machine-editor-0]').waitFor({ state: 'visible' });
+    // A checkbox's touch target is the label around it (clicking the label toggles it).
     const small = await page.$$eval('main button, main input:not([type=file]), main summary', (els) =>
       els
+        .map((e) => (e.matches('input[type=checkbox], input[type=radio]') && e.closest('label')) || e)
         .filter((e) => e.getBoundingClientRect().height > 0)
         .filter((e) => e.getBoundingClientRect().height < 47.5)
         .map((e) => `${e.textContent?.trim() || e.getAttribute('aria-label') || e.tagName} (${Math.round(e.getBoundingClientRect().height)}px)`),
@@ -449,6 +470,74 @@ async function main() {
     await fresh.locator('[data-testid=sys-datadir]').waitFor({ state: 'visible' });
     await fresh.screenshot({ path: screenshot });
     log(`     ${screenshot}`);
+  });
+
+  // Step 7 and 8 against the real Go side: a bundle for a fresh age key,
+  // saved by the browser, opened by the age CLI (a peer we did not write),
+  // then the secrets wiped and the Report showing both.
+  await check('Handoff: write the bundle, age decrypts the download, wipe; Report shows it', async () => {
+    const work = mkdtempSync(join(tmpdir(), 'onramp-e2e-handoff-'));
+    try {
+      let pub = '';
+      let haveAge = true;
+      try {
+        execFileSync('age-keygen', ['-o', join(work, 'fleet.key')], { stdio: 'pipe' });
+        pub = execFileSync('age-keygen', ['-y', join(work, 'fleet.key')], { encoding: 'utf8' }).trim();
+      } catch {
+        haveAge = false;
+        pub = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
+        log('     age-keygen missing (apt-get install age): the download is not decrypted');
+      }
+      await page.locator('[data-testid=nav-handoff]').click();
+      await page.waitForURL((u) => u.hash === '#/handoff');
+      await page.locator('[data-testid=handoff-status][data-secrets=true]').waitFor({ state: 'visible' });
+      const blockers = await page.locator('[data-testid=handoff-blocker]').allInnerTexts();
+      if (blockers.length) fail(`handoff blocked: ${blockers.join(' | ')}`);
+      if (!(await page.locator('[data-testid=handoff-wipe]').isDisabled())) fail('Wipe is offered before a bundle was written');
+      await page.locator('[data-testid=handoff-keys]').fill(pub);
+      const [download] = await Promise.all([page.waitForEvent('download'), page.locator('[data-testid=handoff-export]').click()]);
+      const file = join(work, download.suggestedFilename());
+      await download.saveAs(file);
+      await page.locator('[data-testid=handoff-sha]').waitFor({ state: 'visible' });
+      const shown = await page.locator('[data-testid=handoff-sha]').getAttribute('data-sha');
+      const got = createHash('sha256').update(readFileSync(file)).digest('hex');
+      if (shown !== got) fail(`the page shows SHA-256 ${shown}, the saved file has ${got}`);
+      log(`     saved ${download.suggestedFilename()} sha256 ${got.slice(0, 16)}…`);
+      if (haveAge) {
+        execFileSync('age', ['-d', '-i', join(work, 'fleet.key'), '-o', join(work, 'bundle.tar.gz'), file], { stdio: 'pipe' });
+        const list = execFileSync('tar', ['-tzf', join(work, 'bundle.tar.gz')], { encoding: 'utf8' }).trim().split('\n');
+        for (const want of ['manifest.json', 'talosconfig', 'secrets.yaml', 'inventory.json', 'report.json', 'report.html']) {
+          if (!list.includes(want)) fail(`the decrypted bundle lacks ${want}: ${list.join(', ')}`);
+        }
+        log(`     age -d + tar -t: ${list.join(', ')}`);
+      }
+      const small = await smallTargets(page, '[data-page=handoff] button, [data-page=handoff] .confirm');
+      if (small.length) fail(`too small: ${small.join(', ')}`);
+      await page.mouse.move(1000, 590);
+      await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-handoff.png' });
+      await page.locator('[data-testid=handoff-copied]').check();
+      await page.locator('[data-testid=handoff-wipe]').click();
+      await page.locator('[data-testid=handoff-status][data-wiped=true]').waitFor({ state: 'visible' });
+
+      await page.locator('[data-testid=nav-report]').click();
+      await page.waitForURL((u) => u.hash === '#/report');
+      await page.locator('[data-testid=report-audit][data-verified=true]').waitFor({ state: 'visible' });
+      const handoff = await textOf(page, '[data-testid=report-handoff]');
+      if (!handoff.includes(got.slice(0, 16))) fail(`the report's handoff line says "${handoff}"`);
+      const small2 = await smallTargets(page, '[data-page=report] button');
+      if (small2.length) fail(`too small: ${small2.join(', ')}`);
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      if (overflow > 0) fail(`report page is ${overflow}px wider than the screen`);
+      const [rep] = await Promise.all([page.waitForEvent('download'), page.locator('[data-testid=report-save-html]').click()]);
+      const html = join(work, rep.suggestedFilename());
+      await rep.saveAs(html);
+      const page1 = readFileSync(html, 'utf8');
+      if (!page1.includes(got) || /<script\b|<link\b|src=/.test(page1)) fail('the saved HTML report lacks the bundle hash or refers to outside assets');
+      await page.mouse.move(1000, 590);
+      await page.screenshot({ path: screenshot.replace(/\.png$/, '') + '-report.png' });
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 
   await check('no script errors in the page', async () => {

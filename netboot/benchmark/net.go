@@ -32,7 +32,8 @@ const (
 // Net is the bench topology: namespace S (servers) with a bridge, namespace
 // C (load generators) on one veth into the bridge, and optional machine
 // namespaces (rack boot), one per simulated machine, each on its own veth.
-// Every name starts with "obb" and a random tag; Close removes everything.
+// Every name starts with the prefix given to NewNet (default "obb") and a
+// random tag; Close removes everything.
 type Net struct {
 	Tag       string
 	S, C      string // namespaces
@@ -43,11 +44,19 @@ type Net struct {
 	namespace []string
 }
 
-// NewNet builds the two namespaces and the bridge.
-func NewNet(ctx context.Context) (*Net, error) {
+// NewNet builds the two namespaces and the bridge. prefix starts every
+// namespace and link name ("" = "obb"); at most 3 characters, so the
+// longest link name stays within IFNAMSIZ.
+func NewNet(ctx context.Context, prefix string) (*Net, error) {
+	if prefix == "" {
+		prefix = "obb"
+	}
+	if len(prefix) > 3 {
+		return nil, fmt.Errorf("create bench network: prefix %q longer than 3 characters", prefix)
+	}
 	b := make([]byte, 2)
 	rand.Read(b)
-	tag := "obb" + hex.EncodeToString(b)
+	tag := prefix + hex.EncodeToString(b)
 	n := &Net{Tag: tag, S: tag + "s", C: tag + "c", Bridge: tag + "br", ClientIf: tag + "c"}
 	cmds := [][]string{
 		{"netns", "add", n.S},

@@ -31,7 +31,7 @@ func startOnramp(ctx context.Context, o *Options, n *Net, dir, ipxeDir, assets s
 	if err := os.WriteFile(plan, b, 0o644); err != nil {
 		return nil, err
 	}
-	p, err := StartProc("onramp", n.S, filepath.Join(dir, "onramp.log"), nil,
+	p, err := StartProc("onramp", n.S, filepath.Join(dir, "onramp.log"), o.OnrampEnv,
 		o.Onramp, "netboot", "--iface", n.Bridge, "--mode", "isolated", "--data", data,
 		"--assets", assets, "--ipxe-dir", ipxeDir, "--plan", plan)
 	if err != nil {

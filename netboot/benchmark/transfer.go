@@ -31,13 +31,18 @@ type Transfer struct {
 }
 
 // Compare is Onramp and a peer doing the same work; ratios > 1 favour Onramp.
+//
+// With several A/B rounds the ratios are the medians of the per-round
+// ratios (RoundTput, RoundTime), not the ratio of the two median runs.
 type Compare struct {
-	Case            string   `json:"case"`
-	Onramp          Transfer `json:"onramp"`
-	Peer            Transfer `json:"peer"`
-	ThroughputRatio float64  `json:"throughput_ratio"` // onramp / peer aggregate throughput
-	TimeRatio       float64  `json:"time_ratio"`       // peer wall / onramp wall
-	Goal            float64  `json:"goal"`
+	Case            string    `json:"case"`
+	Onramp          Transfer  `json:"onramp"`
+	Peer            Transfer  `json:"peer"`
+	ThroughputRatio float64   `json:"throughput_ratio"` // onramp / peer aggregate throughput
+	TimeRatio       float64   `json:"time_ratio"`       // peer wall / onramp wall
+	RoundTput       []float64 `json:"round_tput_ratios,omitempty"`
+	RoundTime       []float64 `json:"round_time_ratios,omitempty"`
+	Goal            float64   `json:"goal"`
 }
 
 // fetch runs clients curl processes at once against url, each with extra
@@ -97,13 +102,19 @@ func fetch(ctx context.Context, n *Net, server, url string, size int64, clients 
 	return tr
 }
 
-func compare(name string, on, peer Transfer, goal float64) Compare {
-	c := Compare{Case: name, Onramp: on, Peer: peer, Goal: goal}
+func compare(name string, on, peer Transfer, goal float64, tput, wall []float64) Compare {
+	c := Compare{Case: name, Onramp: on, Peer: peer, Goal: goal, RoundTput: tput, RoundTime: wall}
 	if peer.AggMiBps > 0 {
 		c.ThroughputRatio = on.AggMiBps / peer.AggMiBps
 	}
 	if on.WallS > 0 {
 		c.TimeRatio = peer.WallS / on.WallS
+	}
+	if len(tput) > 0 {
+		c.ThroughputRatio = percentile(tput, 50)
+	}
+	if len(wall) > 0 {
+		c.TimeRatio = percentile(wall, 50)
 	}
 	return c
 }
@@ -125,14 +136,15 @@ func benchTFTP(ctx context.Context, o *Options, n *Net, files map[string]int64) 
 		}
 		timeout := 300 * time.Second
 		blk := []string{"--tftp-blksize", strconv.Itoa(c.blksize)}
-		on, peer := repeat(o.reps(), func() (Transfer, Transfer) {
-			return fetch(ctx, n, "onramp", fmt.Sprintf("tftp://%s/%s", ServerIP, c.file), c.size, c.clients, timeout, blk...),
-				fetch(ctx, n, "tftpd-hpa", fmt.Sprintf("tftp://%s:%d/%s", ServerIP, TFTPDPort, c.file), c.size, c.clients, timeout, blk...)
+		on, peer, tput, wall := repeat(o.reps(), func() Transfer {
+			return fetch(ctx, n, "onramp", fmt.Sprintf("tftp://%s/%s", ServerIP, c.file), c.size, c.clients, timeout, blk...)
+		}, func() Transfer {
+			return fetch(ctx, n, "tftpd-hpa", fmt.Sprintf("tftp://%s:%d/%s", ServerIP, TFTPDPort, c.file), c.size, c.clients, timeout, blk...)
 		})
 		on.BlkSize, peer.BlkSize = c.blksize, c.blksize
 		name := fmt.Sprintf("TFTP %s blksize %d × %d", human(c.size), c.blksize, c.clients)
-		c := compare(name, on, peer, 1.0)
-		o.logf("%-34s onramp %7.1f MiB/s  tftpd-hpa %7.1f MiB/s  ratio %.2f (failed %d/%d)", name, on.AggMiBps, peer.AggMiBps, c.ThroughputRatio, on.Failed, peer.Failed)
+		c := compare(name, on, peer, 1.0, tput, wall)
+		o.logf("%-34s onramp %7.1f MiB/s  tftpd-hpa %7.1f MiB/s  ratio %.2f (rounds %s) (failed %d/%d)", name, on.AggMiBps, peer.AggMiBps, c.ThroughputRatio, fmtRatios(tput), on.Failed, peer.Failed)
 		out = append(out, c)
 	}
 	return out
@@ -147,37 +159,66 @@ func benchHTTP(ctx context.Context, o *Options, n *Net, rel string, size int64) 
 			break
 		}
 		timeout := 300 * time.Second
-		on, peer := repeat(o.reps(), func() (Transfer, Transfer) {
-			return fetch(ctx, n, "onramp", fmt.Sprintf("http://%s:%d/assets/%s", ServerIP, OnrampHTTPPort, rel), size, clients, timeout),
-				fetch(ctx, n, "nginx", fmt.Sprintf("http://%s:%d/assets/%s", ServerIP, NginxPort, rel), size, clients, timeout)
+		on, peer, tput, wall := repeat(o.httpReps(), func() Transfer {
+			return fetch(ctx, n, "onramp", fmt.Sprintf("http://%s:%d/assets/%s", ServerIP, OnrampHTTPPort, rel), size, clients, timeout)
+		}, func() Transfer {
+			return fetch(ctx, n, "nginx", fmt.Sprintf("http://%s:%d/assets/%s", ServerIP, NginxPort, rel), size, clients, timeout)
 		})
 		name := fmt.Sprintf("HTTP %s × %d", human(size), clients)
-		c := compare(name, on, peer, 0.95)
-		o.logf("%-34s onramp %7.1f MiB/s  nginx %7.1f MiB/s  ratio %.2f (failed %d/%d)", name, on.AggMiBps, peer.AggMiBps, c.ThroughputRatio, on.Failed, peer.Failed)
+		c := compare(name, on, peer, 0.95, tput, wall)
+		o.logf("%-34s onramp %7.1f MiB/s  nginx %7.1f MiB/s  ratio %.2f (rounds %s) (failed %d/%d)", name, on.AggMiBps, peer.AggMiBps, c.ThroughputRatio, fmtRatios(tput), on.Failed, peer.Failed)
 		out = append(out, c)
 	}
 	return out
 }
 
-// repeat runs both servers reps times, alternating, and keeps each one's
-// median run by aggregate throughput: the machine is shared, single runs
-// are noisy.
-func repeat(reps int, run func() (Transfer, Transfer)) (Transfer, Transfer) {
-	var a, b []Transfer
-	for range reps {
-		x, y := run()
-		a, b = append(a, x), append(b, y)
+// repeat runs Onramp (a) and the peer (b) reps times in A/B rounds whose
+// order alternates (AB, BA, AB, ...), so load from other work on a shared
+// machine and warm-up effects hit both alike. It keeps each one's median
+// run by aggregate throughput, and returns the per-round ratios a/b of
+// throughput and of completion time (peer wall / onramp wall): a ratio
+// within one round compares runs seconds apart, which is what the goal is
+// judged on (their median).
+func repeat(reps int, a, b func() Transfer) (on, peer Transfer, tput, wall []float64) {
+	var as, bs []Transfer
+	for i := range reps {
+		var x, y Transfer
+		if i%2 == 0 {
+			x = a()
+			y = b()
+		} else {
+			y = b()
+			x = a()
+		}
+		as, bs = append(as, x), append(bs, y)
+		if y.AggMiBps > 0 {
+			tput = append(tput, x.AggMiBps/y.AggMiBps)
+		}
+		if x.WallS > 0 {
+			wall = append(wall, y.WallS/x.WallS)
+		}
 	}
 	med := func(ts []Transfer) Transfer {
+		runs := make([]float64, 0, len(ts))
+		for _, t := range ts {
+			runs = append(runs, t.AggMiBps)
+		}
+		ts = slices.Clone(ts)
 		slices.SortFunc(ts, func(p, q Transfer) int { return cmp.Compare(p.AggMiBps, q.AggMiBps) })
 		m := ts[len(ts)/2]
 		m.Runs = len(ts)
-		for _, t := range ts {
-			m.RunsMiBps = append(m.RunsMiBps, t.AggMiBps)
-		}
+		m.RunsMiBps = runs
 		return m
 	}
-	return med(a), med(b)
+	return med(as), med(bs), tput, wall
+}
+
+func fmtRatios(rs []float64) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = strconv.FormatFloat(r, 'f', 2, 64)
+	}
+	return strings.Join(parts, " ")
 }
 
 func human(n int64) string {

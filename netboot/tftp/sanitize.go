@@ -17,7 +17,7 @@ const MaxNameLen = 255
 var ErrBadName = errors.New("bad file name")
 
 // Sanitize turns a filename from a TFTP read request into a path inside the
-// served root, or refuses it. github.com/pin/tftp hands the name over exactly
+// served root, or refuses it. The request parser hands the name over exactly
 // as the client sent it, so every request goes through here first.
 //
 //   - A leading '/' is stripped: firmware often asks for "/ipxe.efi".

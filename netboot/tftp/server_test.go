@@ -238,9 +238,10 @@ func TestWriteRefused(t *testing.T) {
 	if err == nil {
 		t.Fatalf("upload succeeded: %s", b)
 	}
-	// curl reports the ERROR packet (code 1) as exit 68 "file not found".
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 68 {
-		t.Errorf("curl -T: %v (%s), want exit 68 (TFTP error packet)", err, b)
+	// The refusal is an ERROR packet with code 2, access violation (RFC
+	// 1350), which curl reports as exit 69, CURLE_TFTP_PERM.
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 69 {
+		t.Errorf("curl -T: %v (%s), want exit 69 (TFTP access violation)", err, b)
 	}
 	if _, err := exec.LookPath("tftp"); err == nil {
 		cmd := exec.CommandContext(t.Context(), "tftp", "127.0.0.1", fmt.Sprint(r.addr.Port), "-m", "binary", "-c", "put", up, "newfile")

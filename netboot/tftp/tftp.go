@@ -1,12 +1,23 @@
 // Package tftp serves the iPXE binaries to PXE firmware over TFTP, read-only.
 //
 // Protocol: TFTP revision 2 (RFC 1350) with option negotiation (RFC 2347),
-// blksize (RFC 2348) and tsize (RFC 2349); the transport is
-// github.com/pin/tftp/v3. PXE firmware fetches a boot file of about 100 KiB
-// (undionly.kpxe) to 1 MiB (ipxe.efi) and then switches to HTTP, so TFTP
-// only has to be robust, not fast. Not supported on purpose: write requests
-// (refused), RFC 7440 windowsize, pin/tftp's "anticipate" and single-port
-// modes (both misbehave with real firmware and are slower here).
+// blksize (RFC 2348), timeout and tsize (RFC 2349) and windowsize (RFC
+// 7440, which OVMF/EDK2 and iPXE use). Only read requests in octet mode are
+// served; write requests are refused with "access violation", netascii with
+// an error (no firmware uses it for boot files).
+//
+// The data path is our own (it replaced github.com/pin/tftp, whose
+// per-block overhead made it slower than tftpd-hpa): each transfer has one
+// UDP socket bound to the address the request came to and connected to the
+// client (the kernel drops packets from any other TID), one preallocated
+// packet buffer, and reads the file with ReadAt in chunks of 64 KiB or
+// more, so a block costs one send and one receive. The first GOMAXPROCS
+// concurrent transfers use a blocking socket on their own thread, the rest
+// Go's netpoller (see dgram for the measurements behind that). A window of blocks is resent when no ACK comes within the
+// timeout, at most Retries times in a row; duplicate ACKs are ignored (no
+// Sorcerer's Apprentice). Concurrent transfers are capped in total
+// (MaxTransfers) and per client IP (MaxPerClient), so one host cannot take
+// every slot.
 //
 // Firmware quirks handled here:
 //   - OVMF/EDK2 first sends a read request with tsize=0 to learn the size,
@@ -16,26 +27,28 @@
 //   - Firmware asks for "/ipxe.efi" or "boot\ipxe.efi": see Sanitize.
 //   - Some NIC/switch paths drop fragments, so blksize is capped at the
 //     interface MTU minus IP/UDP/TFTP headers (1468 on Ethernet).
+//   - Block numbers wrap from 65535 to 0 (files over 32 MiB at blksize 512),
+//     as tftp-hpa, curl and iPXE expect.
 //
 // TFTP does not know the client's MAC; events carry the client IP and the
 // orchestrator maps IP to MAC from the DHCP leases it handed out.
 package tftp
 
 import (
-	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
+	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
-	ptftp "github.com/pin/tftp/v3"
 	"golang.org/x/sys/unix"
 
 	"onramp/netboot"
@@ -74,6 +87,13 @@ type Config struct {
 	// requests cannot pile up goroutines and sockets. A rack of 200
 	// machines fetching iPXE at once stays well below it.
 	MaxTransfers int
+	// MaxPerClient bounds concurrent transfers from one client IP (default
+	// MaxTransfers/8, at least min(8, MaxTransfers)): a firmware retrying
+	// in a loop, or one host flooding read requests, cannot take every
+	// slot.
+	MaxPerClient int
+	// MaxWindowSize caps the negotiated windowsize (RFC 7440; default 64).
+	MaxWindowSize int
 }
 
 // Server is a read-only TFTP server. Create it with New and start it with Run.
@@ -81,13 +101,17 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	sink   netboot.Sink
-	srv    *ptftp.Server
 	ctx    context.Context // cancelled when Run returns; aborts transfers
 	cancel context.CancelFunc
-	slots  chan struct{} // one per running transfer
+	wg     sync.WaitGroup // running transfers
+	// blockingMax: up to this many running transfers, a new one gets a
+	// blocking socket (dgram); beyond it, the netpoller (polledConn).
+	blockingMax int
 
-	mu   sync.Mutex
-	conn *net.UDPConn
+	mu      sync.Mutex
+	conn    *net.UDPConn
+	running int                // transfers, guarded by mu
+	per     map[netip.Addr]int // transfers per client IP, guarded by mu
 }
 
 // New checks cfg and returns a Server that is not yet listening.
@@ -98,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("create tftp server: no listen address")
 	}
-	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize <= 512 || cfg.MaxBlockSize > 65464) {
+	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize <= 512 || cfg.MaxBlockSize > maxBlockSize) {
 		return nil, fmt.Errorf("create tftp server: MaxBlockSize %d outside 513..65464", cfg.MaxBlockSize)
 	}
 	if cfg.MaxBlockSize == 0 {
@@ -113,7 +137,17 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxTransfers <= 0 {
 		cfg.MaxTransfers = 512
 	}
-	s := &Server{cfg: cfg, sink: cfg.Sink, log: cfg.Logger, slots: make(chan struct{}, cfg.MaxTransfers)}
+	if cfg.MaxPerClient <= 0 {
+		cfg.MaxPerClient = max(cfg.MaxTransfers/8, min(cfg.MaxTransfers, 8))
+	}
+	if cfg.MaxWindowSize <= 0 {
+		cfg.MaxWindowSize = 64
+	}
+	cfg.MaxWindowSize = min(cfg.MaxWindowSize, maxWindowSize)
+	if _, err := netboot.OnLinkListenConfig(cfg.OnLink); err != nil {
+		return nil, fmt.Errorf("create tftp server: %w", err)
+	}
+	s := &Server{cfg: cfg, sink: cfg.Sink, log: cfg.Logger, per: map[netip.Addr]int{}, blockingMax: runtime.GOMAXPROCS(0)}
 	if s.sink == nil {
 		s.sink = netboot.Discard
 	}
@@ -122,13 +156,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.log = s.log.With("component", "tftp")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.srv = ptftp.NewServer(s.read, s.write)
-	s.srv.SetBlockSize(cfg.MaxBlockSize)
-	s.srv.SetTimeout(cfg.Timeout)
-	s.srv.SetRetries(cfg.Retries)
-	// pin/tftp sleeps a random 0..1 s before each resend by default, on top
-	// of the timeout; on a LAN that only slows recovery down.
-	s.srv.SetBackoff(func(int) time.Duration { return 0 })
 	return s, nil
 }
 
@@ -189,10 +216,9 @@ func (s *Server) Listen() (net.Addr, error) {
 		return nil, fmt.Errorf("listen tftp on %s: %w", s.cfg.Addr, err)
 	}
 	conn := pc.(*net.UDPConn)
-	// pin/tftp turns on IP_PKTINFO when Serve starts, to learn the local
-	// address and the interface MTU of each request. A request queued before
-	// that carries no such information and would be capped at blksize 512,
-	// so turn it on here, before any packet can arrive.
+	// IP_PKTINFO tells which local address each request was sent to, so
+	// the transfer answers from it even when Addr is 0.0.0.0. Turned on
+	// before any packet can arrive.
 	if err := enablePktInfo(conn); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("enable packet info on %s: %w", s.cfg.Addr, err)
@@ -232,100 +258,250 @@ func (s *Server) Run(ctx context.Context) error {
 	s.mu.Unlock()
 	s.log.Info("serving tftp", "addr", conn.LocalAddr().String(), "maxBlockSize", s.cfg.MaxBlockSize)
 
-	served := make(chan error, 1)
-	go func() { served <- s.srv.Serve(conn) }()
-	var err error
-	select {
-	case <-ctx.Done():
-		s.cancel() // abort transfers at their next block
-		s.srv.Shutdown()
-		err = <-served
-	case err = <-served:
-		s.cancel()
-		s.srv.Shutdown()
-	}
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	err := s.serve(conn)
+	stop()
+	s.cancel() // aborts transfers: their sockets close
 	conn.Close()
+	s.wg.Wait()
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("serve tftp: %w", err)
 	}
 	return nil
 }
 
-// write refuses every write request. pin/tftp sends the message in an ERROR
-// packet (with error code 1; it has no way to choose code 2).
-func (s *Server) write(filename string, wt io.WriterTo) error {
-	ip := remoteIP(wt)
-	s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(filename),
-		Err: "a client tried to upload a file; Onramp's TFTP server is read-only and refused it"})
-	s.log.Warn("write request refused", "ip", ip, "file", printable(filename))
-	return errors.New("access violation: this server is read-only")
+// serve reads requests from the well-known port until conn is closed.
+func (s *Server) serve(conn *net.UDPConn) error {
+	buf := make([]byte, 4096)
+	oob := make([]byte, 256)
+	var reply []byte
+	for {
+		n, oobn, flags, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			// ICMP errors from earlier replies and the like: keep serving.
+			s.log.Debug("read request", "err", err)
+			continue
+		}
+		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		pkt := buf[:n]
+		if n < 2 {
+			continue
+		}
+		switch op := binary.BigEndian.Uint16(pkt); op {
+		case opRRQ, opWRQ:
+		case opDATA, opACK, opERROR, opOACK:
+			// Stray packets of a transfer that has ended, sent to port 69.
+			continue
+		default:
+			reply = appendError(reply[:0], errIllegalOp, "illegal TFTP operation")
+			conn.WriteToUDPAddrPort(reply, from)
+			continue
+		}
+		if flags&unix.MSG_TRUNC != 0 {
+			reply = appendError(reply[:0], errIllegalOp, "request too long")
+			conn.WriteToUDPAddrPort(reply, from)
+			continue
+		}
+		req, err := parseRequest(pkt)
+		if err != nil {
+			s.log.Debug("malformed request", "ip", from.Addr().String(), "err", err)
+			reply = appendError(reply[:0], errIllegalOp, "malformed request")
+			conn.WriteToUDPAddrPort(reply, from)
+			continue
+		}
+		ip := from.Addr().String()
+		if req.op == opWRQ {
+			s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(req.filename),
+				Err: "a client tried to upload a file; Onramp's TFTP server is read-only and refused it"})
+			s.log.Warn("write request refused", "ip", ip, "file", printable(req.filename))
+			reply = appendError(reply[:0], errAccess, "access violation: this server is read-only")
+			conn.WriteToUDPAddrPort(reply, from)
+			continue
+		}
+		blocking, why := s.acquire(from.Addr())
+		if why != "" {
+			s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(req.filename), Err: why})
+			reply = appendError(reply[:0], errUndefined, "server busy")
+			conn.WriteToUDPAddrPort(reply, from)
+			continue
+		}
+		local := localAddr(oob[:oobn])
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer s.release(from.Addr())
+			s.transfer(req, from, local, blocking)
+		}()
+	}
 }
 
-func (s *Server) read(filename string, rf io.ReaderFrom) error {
-	start := time.Now()
-	ip := remoteIP(rf)
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(filename),
-			Err: fmt.Sprintf("Onramp is already sending %d files over TFTP; this request was turned away (the firmware retries)", s.cfg.MaxTransfers)})
-		return errors.New("server busy")
+// acquire takes a transfer slot for ip, or says in words why not. blocking
+// says whether the transfer should use a blocking socket on its own thread
+// (few transfers running) or the netpoller (many): see dgram.
+func (s *Server) acquire(ip netip.Addr) (blocking bool, why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.running >= s.cfg.MaxTransfers:
+		return false, fmt.Sprintf("Onramp is already sending %d files over TFTP; this request was turned away (the firmware retries)", s.cfg.MaxTransfers)
+	case s.per[ip] >= s.cfg.MaxPerClient:
+		return false, fmt.Sprintf("this machine already has %d TFTP downloads running; this request was turned away (the firmware retries)", s.cfg.MaxPerClient)
 	}
-	name, err := Sanitize(filename)
+	s.running++
+	s.per[ip]++
+	blocking = s.running <= s.blockingMax
+	return blocking, ""
+}
+
+func (s *Server) release(ip netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running--
+	if s.per[ip]--; s.per[ip] <= 0 {
+		delete(s.per, ip)
+	}
+}
+
+// localAddr is the destination address of a request, from its IP_PKTINFO
+// (or IPV6_PKTINFO) control message; invalid when there is none.
+func localAddr(oob []byte) netip.Addr {
+	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
-		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(filename),
+		return netip.Addr{}
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
+			var a [4]byte
+			copy(a[:], m.Data[8:12]) // ipi_addr: the header's destination
+			if ip := netip.AddrFrom4(a); !ip.IsMulticast() && ip != netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+				return ip
+			}
+			copy(a[:], m.Data[4:8]) // ipi_spec_dst: the local address
+			return netip.AddrFrom4(a)
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 16:
+			var a [16]byte
+			copy(a[:], m.Data[:16])
+			return netip.AddrFrom16(a).Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// transfer serves one read request from its own socket.
+func (s *Server) transfer(req request, client netip.AddrPort, local netip.Addr, blocking bool) {
+	start := time.Now()
+	var err error
+	ip := client.Addr().String()
+	if !local.IsValid() {
+		if a, ok := s.conn.LocalAddr().(*net.UDPAddr); ok && !a.IP.IsUnspecified() {
+			local, _ = netip.AddrFromSlice(a.IP)
+			local = local.Unmap()
+		}
+	}
+	timeout := s.cfg.Timeout
+	if v, ok := req.option("timeout"); ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= 255 {
+			timeout = time.Duration(n) * time.Second
+		}
+	}
+	var conn transferConn
+	if blocking {
+		conn, err = dialDgram(local, client, timeout)
+	} else {
+		conn, err = dialPolled(local, client, timeout)
+	}
+	if err != nil {
+		s.log.Warn("open transfer socket", "ip", ip, "err", err)
+		return
+	}
+	defer conn.close()
+	stop := context.AfterFunc(s.ctx, conn.shutdown)
+	defer stop()
+	t := &xfer{conn: conn, retries: s.cfg.Retries, timeout: timeout}
+	fail := func(code uint16, msg string) {
+		t.pkt = appendError(t.pkt[:0], code, msg)
+		conn.write(t.pkt)
+	}
+
+	if req.mode != "octet" {
+		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(req.filename),
+			Err: "the client asked for " + printable(req.mode) + " mode; Onramp serves boot files in octet (binary) mode only"})
+		fail(errIllegalOp, "only octet mode is supported")
+		return
+	}
+	name, err := Sanitize(req.filename)
+	if err != nil {
+		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: printable(req.filename),
 			Err: "the client asked for a file name Onramp refuses (" + err.Error() + "); nothing was sent"})
-		s.log.Warn("refused file name", "ip", ip, "file", printable(filename), "err", err)
-		return errors.New("access violation")
+		s.log.Warn("refused file name", "ip", ip, "file", printable(req.filename), "err", err)
+		fail(errAccess, "access violation")
+		return
 	}
 	f, err := s.cfg.Root.Open(name)
 	if err != nil {
 		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: name,
 			Err: "the client asked for " + name + ", which Onramp does not have; check the boot files (iPXE binaries)"})
 		s.log.Warn("file not found", "ip", ip, "file", name, "err", err)
-		return errors.New("file not found")
+		fail(errNotFound, "file not found")
+		return
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || !st.Mode().IsRegular() {
 		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: name,
 			Err: "the client asked for " + name + ", which is not a regular file"})
-		return errors.New("file not found")
+		fail(errNotFound, "file not found")
+		return
 	}
-	if ot, ok := rf.(ptftp.OutgoingTransfer); ok {
-		ot.SetSize(st.Size())
+	size := st.Size()
+	ra, ok := f.(io.ReaderAt)
+	if !ok {
+		ra = &sequentialReaderAt{r: f}
 	}
-	s.emit(netboot.Event{Kind: netboot.EventTFTPStart, IP: ip, File: name, Bytes: st.Size()})
-	s.log.Debug("transfer start", "ip", ip, "file", name, "size", st.Size())
+	s.emit(netboot.Event{Kind: netboot.EventTFTPStart, IP: ip, File: name, Bytes: size})
+	s.log.Debug("transfer start", "ip", ip, "file", name, "size", size)
 
-	// Buffered: pin/tftp reads one block at a time, a syscall each.
-	n, err := rf.ReadFrom(&ctxReader{ctx: s.ctx, r: bufio.NewReaderSize(f, 64<<10)})
+	neg := negotiate(req, size, s.cfg.MaxBlockSize, s.cfg.MaxWindowSize)
+	t.init(ra, size, neg.blksize, neg.windowsize)
+	var sent int64
+	if len(neg.oack) > 0 {
+		err = t.sendOACK(neg.oack)
+	}
+	if err == nil {
+		sent, err = t.send()
+	}
 	dur := time.Since(start)
+	var pe *peerError
 	switch {
 	case err == nil:
-		s.emit(netboot.Event{Kind: netboot.EventTFTPDone, IP: ip, File: name, Bytes: n, Duration: dur})
-		s.log.Info("transfer done", "ip", ip, "file", name, "bytes", n, "duration", dur)
-		return nil
-	case n == 0 && isPeerAbortBeforeData(err):
+		s.emit(netboot.Event{Kind: netboot.EventTFTPDone, IP: ip, File: name, Bytes: sent, Duration: dur})
+		s.log.Info("transfer done", "ip", ip, "file", name, "bytes", sent, "duration", dur, "blksize", neg.blksize, "windowsize", neg.windowsize)
+	case errors.As(err, &pe) && t.acked == 0 && len(neg.oack) > 0:
 		s.emit(netboot.Event{Kind: netboot.EventTFTPDone, IP: ip, File: name, Duration: dur,
 			Detail: "size probe: the firmware asked only for the file size and stopped, as UEFI firmware does before the real download"})
 		s.log.Debug("size probe", "ip", ip, "file", name)
-		// The transfer is already closed; the error pin/tftp would send
-		// back is dropped.
-		return nil
 	default:
-		reason := explain(err, n, st.Size())
-		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: name, Bytes: n, Duration: dur, Err: reason})
-		s.log.Warn("transfer failed", "ip", ip, "file", name, "bytes", n, "duration", dur, "err", err)
-		return err
+		if s.ctx.Err() != nil {
+			err = fmt.Errorf("send %s: %w", name, context.Canceled)
+		}
+		s.emit(netboot.Event{Kind: netboot.EventTFTPError, IP: ip, File: name, Bytes: sent, Duration: dur, Err: explain(err, sent, size)})
+		s.log.Warn("transfer failed", "ip", ip, "file", name, "bytes", sent, "duration", dur, "err", err)
+		switch {
+		case pe != nil, s.ctx.Err() != nil:
+		case errors.Is(err, errTimeout):
+			fail(errUndefined, "timeout")
+		default:
+			fail(errUndefined, "read error")
+		}
 	}
-}
-
-// isPeerAbortBeforeData reports whether the client answered the OACK with an
-// ERROR packet: pin/tftp reports that as "sending block 0: code=N, ...".
-func isPeerAbortBeforeData(err error) bool {
-	return strings.HasPrefix(err.Error(), "sending block 0: code=")
 }
 
 func explain(err error, sent, size int64) string {
@@ -333,10 +509,10 @@ func explain(err error, sent, size int64) string {
 	switch {
 	case errors.Is(err, context.Canceled):
 		return fmt.Sprintf("Onramp is shutting down; the transfer was stopped after %d of %d bytes", sent, size)
-	case errors.As(err, &ne) && ne.Timeout():
+	case errors.Is(err, errTimeout), errors.As(err, &ne) && ne.Timeout():
 		return fmt.Sprintf("the machine stopped acknowledging after %d of %d bytes (timeout): it may have rebooted, "+
 			"or large blocks are dropped on the way (try a smaller MTU/blksize)", sent, size)
-	case strings.Contains(err.Error(), "code="):
+	case errors.As(err, new(*peerError)):
 		return fmt.Sprintf("the machine aborted the transfer after %d of %d bytes (%s)", sent, size, printable(err.Error()))
 	default:
 		return fmt.Sprintf("the transfer failed after %d of %d bytes: %s", sent, size, printable(err.Error()))
@@ -348,14 +524,6 @@ func (s *Server) emit(e netboot.Event) {
 	s.sink.Emit(e)
 }
 
-func remoteIP(v any) string {
-	if ot, ok := v.(interface{ RemoteAddr() net.UDPAddr }); ok {
-		a := ot.RemoteAddr()
-		return a.IP.String()
-	}
-	return ""
-}
-
 // printable makes an untrusted name safe for logs and events.
 func printable(s string) string {
 	if len(s) > 128 {
@@ -363,18 +531,4 @@ func printable(s string) string {
 	}
 	q := strconv.QuoteToASCII(s)
 	return q[1 : len(q)-1]
-}
-
-// ctxReader stops a transfer once ctx is cancelled, so shutdown does not wait
-// for a slow or dead client to time out.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

@@ -28,6 +28,8 @@ package install
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -99,6 +101,9 @@ type Update struct {
 	Message string
 	Err     error         // set when State is failed
 	Took    time.Duration // set when the step ended
+	// ConfigSHA256 is the SHA-256 (hex) of the machine config the node
+	// accepted; set on the apply step's done update.
+	ConfigSHA256 string
 }
 
 // Target is one machine to install.
@@ -328,7 +333,12 @@ func (in *Installer) run(ctx context.Context, key string, k *tracker, s Step, fn
 	case skipped:
 		in.cfg.Progress(Update{Key: key, Step: s, State: StateSkipped, Message: msg, Took: took})
 	default:
-		in.cfg.Progress(Update{Key: key, Step: s, State: StateDone, Message: msg, Took: took})
+		u := Update{Key: key, Step: s, State: StateDone, Message: msg, Took: took}
+		if s == StepApply {
+			u.ConfigSHA256 = k.configSHA()
+		}
+
+		in.cfg.Progress(u)
 	}
 
 	in.log.Info("step", "node", key, "step", s, "took", took, "skipped", skipped)
@@ -342,6 +352,22 @@ type tracker struct {
 	mu   sync.Mutex
 	step Step
 	open bool
+	// applied is the SHA-256 of the config the node accepted.
+	applied string
+}
+
+func (k *tracker) setConfigSHA(sum string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+
+	k.applied = sum
+}
+
+func (k *tracker) configSHA() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+
+	return k.applied
 }
 
 func (k *tracker) set(s Step, open bool) {
@@ -407,6 +433,9 @@ func (in *Installer) Run(ctx context.Context, t Target) (node.Evidence, error) {
 		if err := mc.Apply(ctx, cfg); err != nil {
 			return "", false, err
 		}
+
+		h := sha256.Sum256(cfg)
+		k.setConfigSHA(hex.EncodeToString(h[:]))
 
 		return "configuration accepted by the node (certificate " + t.Fingerprint + ")", false, nil
 	})

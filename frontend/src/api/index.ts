@@ -6,8 +6,13 @@ import type { Transport } from './transport';
 import type {
   AuthState,
   ConnectionState,
+  EnrollmentRequest,
   EventHandler,
   FoundServer,
+  HandoffExport,
+  HandoffExportRequest,
+  HandoffView,
+  HandoffWipeRequest,
   InstallRequest,
   InstallView,
   LabStatus,
@@ -15,10 +20,13 @@ import type {
   MachineView,
   NetbootStatus,
   NetInterface,
+  Playbook,
   StartRequest,
+  SecureBootStatus,
   Session,
   Settings,
   Site,
+  SiteReport,
   SiteView,
   SystemInfo,
   Unsubscribe,
@@ -66,6 +74,28 @@ export interface Api {
     cancel(mac: string): Promise<InstallView>;
     /** Re-run verification of an installed node. */
     verify(mac: string): Promise<InstallView>;
+  };
+  handoff: {
+    status(): Promise<HandoffView>;
+    /** Write the encrypted bundle; the answer carries its ciphertext (base64) to save. */
+    export(req: HandoffExportRequest): Promise<HandoffExport>;
+    /** The last bundle again, with its ciphertext. */
+    bundle(): Promise<HandoffExport>;
+    /** Wipe the cluster secrets from this device (after export, confirmed). */
+    wipe(req: HandoffWipeRequest): Promise<HandoffView>;
+  };
+  report: {
+    get(): Promise<SiteReport>;
+    /** The printable, self-contained HTML page. */
+    html(): Promise<string>;
+    json(): Promise<string>;
+  };
+  secureboot: {
+    status(): Promise<SecureBootStatus>;
+    /** Make the site's PK/KEK/db/PCR keys into the vault (once). */
+    generateKeys(): Promise<SecureBootStatus>;
+    buildEnrollmentImage(req: EnrollmentRequest): Promise<SecureBootStatus>;
+    playbooks(): Promise<Playbook[]>;
   };
   /** Send the access PIN (web transport); resolves when accepted. */
   login(pin: string): Promise<void>;
@@ -125,6 +155,24 @@ export function createApi(t: Transport): Api {
       cancel: async (mac: string) => installView(await call<InstallView>('Install', 'Cancel', mac)),
       verify: async (mac: string) => installView(await call<InstallView>('Install', 'Verify', mac)),
     },
+    handoff: {
+      status: async () => handoffView(await call<HandoffView>('Handoff', 'Status')),
+      export: (req: HandoffExportRequest) => call<HandoffExport>('Handoff', 'Export', req),
+      bundle: () => call<HandoffExport>('Handoff', 'Bundle'),
+      wipe: async (req: HandoffWipeRequest) => handoffView(await call<HandoffView>('Handoff', 'Wipe', req)),
+    },
+    report: {
+      get: () => call<SiteReport>('Report', 'Get'),
+      html: () => call<string>('Report', 'HTML'),
+      json: () => call<string>('Report', 'JSON'),
+    },
+    secureboot: {
+      status: () => call<SecureBootStatus>('SecureBoot', 'Status'),
+      generateKeys: () => call<SecureBootStatus>('SecureBoot', 'GenerateKeys'),
+      buildEnrollmentImage: (req: EnrollmentRequest) => call<SecureBootStatus>('SecureBoot', 'BuildEnrollmentImage', req),
+      playbooks: async () =>
+        ((await call<Playbook[] | null>('SecureBoot', 'Playbooks')) ?? []).map((p) => ({ ...p, match: p.match ?? [], steps: p.steps ?? [] })),
+    },
     login: (pin: string) => t.login(pin),
     on: (event, cb) => t.on(event, cb),
     connection: t.connection,
@@ -164,6 +212,11 @@ export function installView(v: InstallView): InstallView {
         : {}),
     })),
   };
+}
+
+/** Go nil slices arrive as null: make the handoff view's lists lists. */
+export function handoffView(v: HandoffView): HandoffView {
+  return { ...v, blockers: v.blockers ?? [], contents: v.contents ?? [] };
 }
 
 /** Pick the transport: Wails bindings when present, else HTTP. */

@@ -383,3 +383,156 @@ export interface InstallTarget {
 export interface InstallRequest {
   machines: InstallTarget[];
 }
+
+// ---- Handoff and Report (Go: app/handoff.go, app/report.go) ----------------
+
+/** A written handoff bundle; `data` (base64 ciphertext) only in Export/Bundle answers. */
+export interface HandoffExport {
+  name: string;
+  /** Where Onramp wrote it (ciphertext only), in its data directory. */
+  path: string;
+  size: number;
+  /** SHA-256 of the encrypted file, hex. */
+  sha256: string;
+  /** Public keys it is encrypted to (age1..., ssh-ed25519 ..., ssh-rsa ...). */
+  recipients: string[] | null;
+  passphrase: boolean;
+  files: string[] | null;
+  at: string;
+  data?: string;
+}
+
+export interface HandoffView {
+  cluster: string;
+  clusterId: string;
+  /** The site's handoff target: "omni", "bundle" or "". */
+  target: string;
+  /** The node configs carry SideroLink to this Omni. */
+  omni?: { apiUrl: string; joinToken: boolean } | null;
+  /** The cluster secrets are on this device. */
+  secrets: boolean;
+  blockers: string[] | null;
+  /** Files the bundle will hold. */
+  contents: string[] | null;
+  kubeconfig: boolean;
+  exported?: HandoffExport | null;
+  wiped: boolean;
+  wipedAt?: string;
+  canWipe: boolean;
+}
+
+export interface HandoffExportRequest {
+  recipients: string[];
+  passphrase?: string;
+}
+
+export interface HandoffWipeRequest {
+  sha256: string;
+  copied: boolean;
+}
+
+/** report.Machine. */
+export interface ReportMachine {
+  hostname: string;
+  role: string;
+  mac?: string;
+  uuid?: string;
+  serial?: string;
+  ip?: string;
+  state: string;
+  error?: string;
+  fingerprint?: string;
+  confirmedBy?: string;
+  confirmedAt?: string;
+  finishedAt?: string;
+  configSha256?: string;
+  evidence?: NodeEvidence | null;
+}
+
+export interface AuditEvent {
+  seq: number;
+  time: string;
+  actor: string;
+  action: string;
+  subject: string;
+  detail: string;
+  hash: string;
+}
+
+/** report.Report: the site's record for the lab's quality system. */
+export interface SiteReport {
+  format: string;
+  generated: string;
+  onramp: { version: string; commit?: string; machinery?: string };
+  site: {
+    name?: string;
+    cluster: string;
+    clusterId?: string;
+    endpoint?: string;
+    talosVersion?: string;
+    kubernetesVersion?: string;
+    handoffTarget?: string;
+    omniApiUrl?: string;
+    encryptionPcrs?: string;
+  };
+  visit: { actors: string[] | null; started?: string; finished?: string; bootstrapped: boolean; bootstrapNode?: string; healthy: boolean };
+  counts: { machines: number; verified: number; notVerified: number; notInstalled: number };
+  machines: ReportMachine[] | null;
+  handoff?: {
+    exportedAt?: string;
+    exportedBy?: string;
+    bundleSha256?: string;
+    recipients?: string[] | null;
+    passphrase?: boolean;
+    wipedAt?: string;
+    wipedBy?: string;
+  } | null;
+  audit: { events: number; headSeq: number; headHash: string; verified: boolean; problem?: string; trail: AuditEvent[] | null };
+}
+
+// ---- SecureBoot (Go: app/secureboot.go) --------------------------------------
+
+/** secureboot.Fingerprints: SHA-256, 64 lower-case hex each. */
+export interface SecureBootFingerprints {
+  pk: string;
+  kek: string;
+  db: string;
+  /** The db certificate's: the site's UKIs are signed with it. */
+  ukiSigningKey: string;
+  pcrSigningKey: string;
+}
+
+/** app.EnrollmentImage: the last built enrollment image. */
+export interface EnrollmentImage {
+  iso: string;
+  url: string;
+  esp: string;
+  sha256: string;
+  size: number;
+  microsoftKept: boolean;
+  builtAt: string;
+}
+
+/** app.SecureBootStatus. Event "secureboot:changed" carries it. */
+export interface SecureBootStatus {
+  vaultUnlocked: boolean;
+  hasKeys: boolean;
+  site?: string;
+  owner?: string;
+  fingerprints?: SecureBootFingerprints | null;
+  image?: EnrollmentImage | null;
+  dropMicrosoftWarning: string;
+}
+
+export interface EnrollmentRequest {
+  dropMicrosoft: boolean;
+}
+
+/** app.Playbook: how to put one vendor's servers into setup mode. */
+export interface Playbook {
+  vendor: string;
+  match: string[] | null;
+  enter: string;
+  steps: string[] | null;
+  notes?: string;
+}

@@ -53,13 +53,7 @@ export const STEPS: readonly Step[] = [
     n: 4,
     title: 'SecureBoot',
     summary: 'Enroll the keys so each server only boots signed Talos.',
-    available: false,
-    comesWith: 'SecureBoot enrollment',
-    will: [
-      'Per-vendor steps to put the firmware into setup mode.',
-      'Boot the enrollment image; Microsoft certificates are kept by default.',
-      'Check afterwards that SecureBoot is on with the expected key fingerprints.',
-    ],
+    available: true,
   },
   {
     id: 'install',
@@ -80,24 +74,14 @@ export const STEPS: readonly Step[] = [
     n: 7,
     title: 'Handoff',
     summary: 'Hand the cluster to fleet management; secrets leave this device.',
-    available: false,
-    comesWith: 'handoff to Omni or an encrypted bundle',
-    will: [
-      'Join Sidero Omni (SideroLink), or write an encrypted handoff bundle.',
-      'Cluster secrets then leave this device.',
-    ],
+    available: true,
   },
   {
     id: 'report',
     n: 8,
     title: 'Report',
     summary: "The site's record for the lab's quality system.",
-    available: false,
-    comesWith: 'site report and audit trail',
-    will: [
-      'Who did what when, every machine serial, SecureBoot and TPM evidence.',
-      'Config hashes and a tamper-evident audit trail.',
-    ],
+    available: true,
   },
   {
     id: 'system',

@@ -1,6 +1,8 @@
 import { writable } from 'svelte/store';
 import { vi } from 'vitest';
 import { ApiError } from '../api/errors';
+import { fakeHandoffApi, fakeReportApi } from './fakehandoff';
+import { fakeSecureBootApi } from './fakesecureboot';
 import type {
   Api,
   AuthState,
@@ -208,6 +210,9 @@ export function fakeApi(over: {
       cancel: vi.fn((mac: string) => instCall('Cancel', (v) => setNode(v, mac, { state: 'cancelled', message: 'Cancelled' }))),
       verify: vi.fn((mac: string) => instCall('Verify', (v) => v)),
     },
+    handoff: fakeHandoffApi(),
+    report: fakeReportApi(),
+    secureboot: fakeSecureBootApi(),
     login: vi.fn(async (_pin: string) => {}),
     on: vi.fn((name: string, cb: EventHandler) => {
       const s = handlers.get(name) ?? new Set();

@@ -1,7 +1,7 @@
 // Command bench runs Onramp's benchmark against Kea, tftpd-hpa and nginx
 // (`make bench`): a table on stdout, JSON in build/bench/latest.json.
 //
-//	go run ./netboot/benchmark/cmd/bench [-quick] [-onramp build/bin/onramp] [-only dhcp,tftp,http,rack]
+//	go run ./netboot/benchmark/cmd/bench [-quick] [-onramp build/bin/onramp] [-only dhcp,tftp,http,rack] [-reps 3] [-netns-prefix obb]
 //
 // It needs root (network namespaces) and the peers (Debian: kea-admin,
 // kea-dhcp4-server, tftpd-hpa, nginx-light, curl, udhcpc, ipxe). Without
@@ -36,6 +36,9 @@ func run() error {
 	out := flag.String("out", "build/bench/latest.json", "JSON report")
 	only := flag.String("only", "", "comma-separated sections: dhcp,tftp,http,rack (default all)")
 	lab := flag.String("lab", "build/bench/lab.json", "the virtual lab's results, shown when present")
+	reps := flag.Int("reps", 0, "A/B rounds per TFTP and HTTP case (default 3, 1 with -quick)")
+	onrampEnv := flag.String("onramp-env", "", "comma-separated VAR=value pairs for the onramp process, e.g. GOMAXPROCS=8")
+	prefix := flag.String("netns-prefix", "obb", "prefix of the namespace and link names (≤ 3 characters)")
 	timeout := flag.Duration("timeout", 15*time.Minute, "abort the run after this long")
 	flag.Parse()
 
@@ -63,9 +66,12 @@ func run() error {
 	} else if abs, err := filepath.Abs(bin); err == nil {
 		bin = abs
 	}
-	o := benchmark.Options{Onramp: bin, Quick: *quick, LabJSON: *lab, Log: os.Stderr}
+	o := benchmark.Options{Onramp: bin, Quick: *quick, LabJSON: *lab, Log: os.Stderr, Reps: *reps, NetPrefix: *prefix}
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
+	}
+	if *onrampEnv != "" {
+		o.OnrampEnv = strings.Split(*onrampEnv, ",")
 	}
 	rep, err := benchmark.Run(ctx, o)
 	if err != nil {

@@ -1,0 +1,99 @@
+import { flushSync, mount, unmount } from 'svelte';
+import { writable } from 'svelte/store';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import App from '../App.svelte';
+import { appContext, createAppState } from '../lib/appstate';
+import { parseHash, type Route } from '../lib/router';
+import { fakeApi } from '../test/fakeapi';
+import { DROP_MS_WARNING, fakeSecureBootApi, secureBootStatusOf } from '../test/fakesecureboot';
+import { settle } from '../test/fakes';
+
+let target: HTMLElement;
+let app: ReturnType<typeof mount> | undefined;
+
+beforeEach(() => {
+  target = document.createElement('div');
+  document.body.appendChild(target);
+});
+afterEach(() => {
+  if (app) unmount(app);
+  app = undefined;
+  target.remove();
+  vi.restoreAllMocks();
+});
+
+async function flush(): Promise<void> {
+  await settle(20);
+  flushSync();
+}
+async function render(f: ReturnType<typeof fakeApi>) {
+  const route = writable<Route>(parseHash('#/secureboot'));
+  app = mount(App, { target, props: { route }, context: appContext(createAppState(f.api)) });
+  await flush();
+}
+const $ = (sel: string) => target.querySelector(sel);
+const $$ = (sel: string) => [...target.querySelectorAll(sel)];
+const text = (sel: string) => $(sel)?.textContent?.replace(/\s+/g, ' ').trim() ?? '';
+async function click(sel: string): Promise<void> {
+  const el = $(sel) as HTMLElement | null;
+  if (!el) throw new Error(`no ${sel}`);
+  el.click();
+  await flush();
+}
+
+describe('SecureBoot page', () => {
+  it('with the vault locked: says where to unlock it and offers no keys', async () => {
+    const f = fakeApi();
+    f.api.secureboot = fakeSecureBootApi(secureBootStatusOf({ vaultUnlocked: false }));
+    await render(f);
+    expect($('[data-testid=secureboot-status]')?.getAttribute('data-vault')).toBe('false');
+    expect(text('[data-testid=secureboot-status]')).toContain('vault is locked');
+    expect($('[data-testid=secureboot-status] a')?.getAttribute('href')).toBe('#/site');
+    expect($('[data-testid=secureboot-generate]')).toBeNull();
+    expect($('[data-testid=secureboot-fingerprints]')).toBeNull();
+    // The playbooks are there anyway: setup mode does not need the keys.
+    expect($('[data-testid=secureboot-playbook]')).not.toBeNull();
+  });
+
+  it('generates keys, shows their fingerprints, builds the image, warns before dropping Microsoft', async () => {
+    const f = fakeApi();
+    await render(f);
+    expect($$('.primary').map((e) => e.getAttribute('data-testid'))).toEqual(['secureboot-generate']);
+    await click('[data-testid=secureboot-generate]');
+    expect(f.api.secureboot.generateKeys).toHaveBeenCalledTimes(1);
+    expect($('[data-testid=secureboot-status]')?.getAttribute('data-keys')).toBe('true');
+    expect(text('[data-testid=secureboot-fpr-uki]')).toBe(('3c3c '.repeat(16)).trim());
+    expect(text('[data-testid=secureboot-fpr-pcr]')).toBe(('4d4d '.repeat(16)).trim());
+    // Keys made: the one primary action is the image.
+    expect($$('.primary').map((e) => e.getAttribute('data-testid'))).toEqual(['secureboot-build']);
+
+    expect($('[data-testid=secureboot-drop-ms-warning]')).toBeNull();
+    await click('[data-testid=secureboot-drop-ms]');
+    expect(text('[data-testid=secureboot-drop-ms-warning]')).toContain(DROP_MS_WARNING);
+    await click('[data-testid=secureboot-drop-ms]');
+    await click('[data-testid=secureboot-build]');
+    expect(f.api.secureboot.buildEnrollmentImage).toHaveBeenCalledWith({ dropMicrosoft: false });
+    expect($('[data-testid=secureboot-image-info]')?.getAttribute('data-microsoft')).toBe('true');
+    expect(text('[data-testid=secureboot-image-info]')).toContain('/assets/secureboot/enroll.iso');
+    expect(text('[data-testid=secureboot-build]')).toBe('Build again');
+  });
+
+  it('shows a vendor playbook, Dell first', async () => {
+    const f = fakeApi();
+    await render(f);
+    expect(text('[data-testid=secureboot-steps]')).toContain('Secure Boot Policy = Custom');
+    await click('[data-testid=secureboot-vendor-HPE]');
+    expect(text('[data-testid=secureboot-steps]')).toContain('Secure Boot Enforcement');
+    expect(text('[data-testid=secureboot-playbook]')).toContain('Do not reset to platform defaults');
+  });
+
+  it('reports a failed action without losing the page', async () => {
+    const f = fakeApi();
+    f.api.secureboot = fakeSecureBootApi(secureBootStatusOf({ hasKeys: true, fingerprints: { pk: 'a', kek: 'b', db: 'c', ukiSigningKey: 'c', pcrSigningKey: 'd' } }));
+    f.api.secureboot.buildEnrollmentImage = vi.fn(() => Promise.reject(new Error('build enrollment image: download systemd-boot-efi: offline')));
+    await render(f);
+    await click('[data-testid=secureboot-build]');
+    expect(text('[data-testid=problem]')).toContain('offline');
+    expect($('[data-testid=secureboot-fingerprints]')).not.toBeNull();
+  });
+});
