@@ -33,7 +33,7 @@ type Site struct {
 	// vault is the encrypted store, set once the database is open (nil:
 	// no database, secrets in memory only). Lock order: Vault.mu, then
 	// Site.mu, then the store's own.
-	vault     *store.Vault
+	vault *store.Vault
 	// handedOff says when a cluster of that name was handed off and wiped
 	// (Handoff.wipedAt); nil: never.
 	handedOff func(cluster string) (time.Time, bool)

@@ -180,7 +180,7 @@ type VM struct {
 	// TCG on PXE over IPv4 and IPv6 before it tries HTTP.
 	HTTPBootOnly bool
 	QEMU         string // default qemu-system-x86_64
-	Log     *slog.Logger
+	Log          *slog.Logger
 }
 
 // Paths inside VM.Dir.
