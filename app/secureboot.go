@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -74,6 +75,9 @@ type SecureBootStatus struct {
 	Owner         string                   `json:"owner,omitempty"` // signature owner GUID of the site's entries
 	Fingerprints  *secureboot.Fingerprints `json:"fingerprints,omitempty"`
 	Image         *EnrollmentImage         `json:"image,omitempty"`
+	// SiteExpects: the site's expected fingerprints (site.yaml secureBoot,
+	// what Verify checks on every node) are these keys' UKI and PCR ones.
+	SiteExpects bool `json:"siteExpects"`
 	// DropMicrosoftWarning is the text to show before building an image
 	// without Microsoft's certificates.
 	DropMicrosoftWarning string `json:"dropMicrosoftWarning"`
@@ -84,6 +88,25 @@ type EnrollmentRequest struct {
 	// DropMicrosoft leaves Microsoft's KEK/db certificates out (see
 	// secureboot.DropMicrosoftWarning: it can brick servers with option ROMs).
 	DropMicrosoft bool `json:"dropMicrosoft"`
+}
+
+// Audit actions of the SecureBoot step: fingerprints and image hashes go
+// into the hash-chained audit trail (the site report's evidence).
+const (
+	auditSecureBootKeys  = "secureboot.keys"
+	auditSecureBootImage = "secureboot.image"
+)
+
+// record appends one event to the audit trail (best effort: the vault's own
+// entry already records that keys were stored).
+func (s *SecureBoot) record(ctx context.Context, action, subject string, detail any) {
+	db, _ := s.vault.journal()
+	if db == nil {
+		return
+	}
+	if b, err := json.Marshal(detail); err == nil {
+		_ = db.Record(ctx, store.Event{Actor: "technician", Action: action, Subject: subject, Detail: string(b)})
+	}
 }
 
 var errVaultLocked = errors.New("the vault is locked or not created: unlock it on the Site step first (SecureBoot keys are kept only there)")
@@ -135,8 +158,51 @@ func (s *SecureBoot) statusLocked(ctx context.Context) (SecureBootStatus, error)
 		fp := ks.Fingerprints()
 		st.HasKeys, st.Site, st.Owner, st.Fingerprints = true, ks.Site, ks.Owner.String(), &fp
 		st.Image = s.image
+		if v, _ := s.site.Get(); v.Site != nil {
+			e := v.Site.SecureBoot
+			st.SiteExpects = e.UKISigningKeyFingerprint == fp.UKISigningKey && e.PCRSigningKeyFingerprint == fp.PCRSigningKey
+		}
 	}
 	return st, nil
+}
+
+// ExpectForSite makes these keys' UKI and PCR signing-key fingerprints the
+// ones every node of the site must report (site.yaml secureBoot; Install
+// and Verify check them). Only once the site's Talos images are signed with
+// these keys: nodes booted from other images would fail verification.
+func (s *SecureBoot) ExpectForSite() (SecureBootStatus, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ctx := context.Background()
+	sv, err := s.openVault()
+	if err != nil {
+		return SecureBootStatus{}, fmt.Errorf("expect site fingerprints: %w", err)
+	}
+	ks, err := s.loadKeys(ctx, sv)
+	if err != nil {
+		return SecureBootStatus{}, fmt.Errorf("expect site fingerprints: %w", err)
+	}
+	if ks == nil {
+		return SecureBootStatus{}, errors.New("expect site fingerprints: generate the site's keys first")
+	}
+	v, err := s.site.Get()
+	if err != nil {
+		return SecureBootStatus{}, err
+	}
+	if v.Site == nil {
+		return SecureBootStatus{}, errors.New("expect site fingerprints: save the site first")
+	}
+	site := *v.Site
+	fp := ks.Fingerprints()
+	site.SecureBoot.UKISigningKeyFingerprint, site.SecureBoot.PCRSigningKeyFingerprint = fp.UKISigningKey, fp.PCRSigningKey
+	if _, err := s.site.Save(site); err != nil {
+		return SecureBootStatus{}, fmt.Errorf("expect site fingerprints: %w", err)
+	}
+	st, err := s.statusLocked(ctx)
+	if err == nil {
+		s.changed(st)
+	}
+	return st, err
 }
 
 // Status answers what the page shows.
@@ -181,6 +247,7 @@ func (s *SecureBoot) GenerateKeys() (SecureBootStatus, error) {
 		return SecureBootStatus{}, fmt.Errorf("generate secureboot keys: store in vault: %w", err)
 	}
 	s.image = nil
+	s.record(ctx, auditSecureBootKeys, ks.Site, ks.Fingerprints())
 	st, err := s.statusLocked(ctx)
 	if err == nil {
 		s.changed(st)
@@ -231,6 +298,7 @@ func (s *SecureBoot) BuildEnrollmentImage(req EnrollmentRequest) (SecureBootStat
 	}
 	s.image = &EnrollmentImage{ISO: iso, ESP: esp, URL: "/assets/" + enrollISOAsset, SHA256: sum, Size: size,
 		MicrosoftKept: enr.MicrosoftKept, BuiltAt: enr.Time}
+	s.record(ctx, auditSecureBootImage, ks.Site, map[string]any{"sha256": sum, "microsoftKept": enr.MicrosoftKept, "fingerprints": enr.Fingerprints})
 	st, err := s.statusLocked(ctx)
 	if err == nil {
 		s.changed(st)

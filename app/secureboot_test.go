@@ -46,6 +46,23 @@ func TestSecureBootKeysInVault(t *testing.T) {
 		t.Error("GenerateKeys replaced existing keys")
 	}
 
+	// The site expects these keys only when told to, and only with a site.
+	if st.SiteExpects {
+		t.Error("site expects the new keys before ExpectForSite")
+	}
+	if _, err := sb.ExpectForSite(); err == nil || !strings.Contains(err.Error(), "save the site first") {
+		t.Errorf("ExpectForSite without a site: %v", err)
+	}
+	if _, err := site.Save(sampleSiteWithOmni(t)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = sb.ExpectForSite(); err != nil || !st.SiteExpects {
+		t.Fatalf("ExpectForSite: %v, %+v", err, st)
+	}
+	if v, _ := site.Get(); v.Site.SecureBoot.UKISigningKeyFingerprint != st.Fingerprints.UKISigningKey || v.Site.SecureBoot.PCRSigningKeyFingerprint != st.Fingerprints.PCRSigningKey {
+		t.Errorf("site expects %+v, want the vault keys' %+v", v.Site.SecureBoot, st.Fingerprints)
+	}
+
 	// Nothing under the data dir holds a private key in the clear.
 	err = filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
@@ -135,6 +152,23 @@ func TestSecureBootEnrollmentImage(t *testing.T) {
 	certs, _ := secureboot.Certificates(lists)
 	if len(certs) != 1 || secureboot.CertFingerprint(certs[0].Raw) != st.Fingerprints.PK {
 		t.Errorf("PK.auth does not carry the vault's PK (%s)", st.Fingerprints.PK)
+	}
+	db, _ := vault.journal()
+	events, err := db.Audit(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, e := range events {
+		if strings.HasPrefix(e.Action, "secureboot.") {
+			actions = append(actions, e.Action)
+			if e.Action == auditSecureBootImage && !strings.Contains(e.Detail, img.SHA256) {
+				t.Errorf("image audit event %q lacks the ISO's SHA-256", e.Detail)
+			}
+		}
+	}
+	if strings.Join(actions, ",") != "secureboot.keys,secureboot.image" {
+		t.Errorf("audit trail SecureBoot events %v", actions)
 	}
 	st, err = sb.BuildEnrollmentImage(EnrollmentRequest{DropMicrosoft: true})
 	if err != nil || st.Image.MicrosoftKept {

@@ -95,6 +95,8 @@ export interface Api {
     /** Make the site's PK/KEK/db/PCR keys into the vault (once). */
     generateKeys(): Promise<SecureBootStatus>;
     buildEnrollmentImage(req: EnrollmentRequest): Promise<SecureBootStatus>;
+    /** Make these keys' UKI/PCR fingerprints the ones every node must report. */
+    expectForSite(): Promise<SecureBootStatus>;
     playbooks(): Promise<Playbook[]>;
   };
   /** Send the access PIN (web transport); resolves when accepted. */
@@ -170,6 +172,7 @@ export function createApi(t: Transport): Api {
       status: () => call<SecureBootStatus>('SecureBoot', 'Status'),
       generateKeys: () => call<SecureBootStatus>('SecureBoot', 'GenerateKeys'),
       buildEnrollmentImage: (req: EnrollmentRequest) => call<SecureBootStatus>('SecureBoot', 'BuildEnrollmentImage', req),
+      expectForSite: () => call<SecureBootStatus>('SecureBoot', 'ExpectForSite'),
       playbooks: async () =>
         ((await call<Playbook[] | null>('SecureBoot', 'Playbooks')) ?? []).map((p) => ({ ...p, match: p.match ?? [], steps: p.steps ?? [] })),
     },

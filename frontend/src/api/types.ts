@@ -521,6 +521,8 @@ export interface SecureBootStatus {
   owner?: string;
   fingerprints?: SecureBootFingerprints | null;
   image?: EnrollmentImage | null;
+  /** The site's expected fingerprints (what Verify checks) are these keys'. */
+  siteExpects: boolean;
   dropMicrosoftWarning: string;
 }
 

@@ -76,6 +76,12 @@ describe('SecureBoot page', () => {
     expect($('[data-testid=secureboot-image-info]')?.getAttribute('data-microsoft')).toBe('true');
     expect(text('[data-testid=secureboot-image-info]')).toContain('/assets/secureboot/enroll.iso');
     expect(text('[data-testid=secureboot-build]')).toBe('Build again');
+
+    expect($('[data-testid=secureboot-site-expects]')?.getAttribute('data-expects')).toBe('false');
+    await click('[data-testid=secureboot-expect]');
+    expect(f.api.secureboot.expectForSite).toHaveBeenCalledTimes(1);
+    expect($('[data-testid=secureboot-site-expects]')?.getAttribute('data-expects')).toBe('true');
+    expect($('[data-testid=secureboot-expect]')).toBeNull();
   });
 
   it('shows a vendor playbook, Dell first', async () => {

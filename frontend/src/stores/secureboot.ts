@@ -11,7 +11,7 @@ export interface SecureBootStoreState {
   status: SecureBootStatus | null;
   playbooks: Playbook[];
   error: string | null;
-  busy: 'keys' | 'image' | null;
+  busy: 'keys' | 'image' | 'expect' | null;
   actionError: string | null;
 }
 
@@ -19,6 +19,7 @@ export interface SecureBootStore extends Readable<SecureBootStoreState> {
   load(): Promise<void>;
   generateKeys(): Promise<boolean>;
   buildImage(dropMicrosoft: boolean): Promise<boolean>;
+  expectForSite(): Promise<boolean>;
   dispose(): void;
 }
 
@@ -45,7 +46,7 @@ export function createSecureBootStore(api: Api): SecureBootStore {
       });
     return inflight;
   }
-  async function act(kind: 'keys' | 'image', fn: () => Promise<SecureBootStatus>): Promise<boolean> {
+  async function act(kind: 'keys' | 'image' | 'expect', fn: () => Promise<SecureBootStatus>): Promise<boolean> {
     s.update((x) => ({ ...x, busy: kind, actionError: null }));
     try {
       const status = await fn();
@@ -65,6 +66,7 @@ export function createSecureBootStore(api: Api): SecureBootStore {
     load,
     generateKeys: () => act('keys', () => api.secureboot.generateKeys()),
     buildImage: (dropMicrosoft) => act('image', () => api.secureboot.buildEnrollmentImage({ dropMicrosoft })),
+    expectForSite: () => act('expect', () => api.secureboot.expectForSite()),
     dispose() {
       for (const off of offs) off();
     },

@@ -14,7 +14,7 @@ export const FAKE_FPR = {
 export const DROP_MS_WARNING = 'Without Microsoft\'s UEFI CA in db, the firmware refuses Microsoft-signed option ROMs.';
 
 export function secureBootStatusOf(over: Partial<SecureBootStatus> = {}): SecureBootStatus {
-  return { vaultUnlocked: true, hasKeys: false, dropMicrosoftWarning: DROP_MS_WARNING, ...over };
+  return { vaultUnlocked: true, hasKeys: false, siteExpects: false, dropMicrosoftWarning: DROP_MS_WARNING, ...over };
 }
 
 export const FAKE_PLAYBOOKS: Playbook[] = [
@@ -47,6 +47,11 @@ export function fakeSecureBootApi(start: SecureBootStatus = secureBootStatusOf()
           builtAt: '2026-11-29T15:00:00Z',
         },
       };
+      return structuredClone(v);
+    }),
+    expectForSite: vi.fn(async () => {
+      if (!v.hasKeys) throw new Error("expect site fingerprints: generate the site's keys first");
+      v = { ...v, siteExpects: true };
       return structuredClone(v);
     }),
     playbooks: vi.fn(async () => structuredClone(FAKE_PLAYBOOKS)),
