@@ -25,7 +25,7 @@ APT_PACKAGES := build-essential pkg-config libgtk-3-dev libwebkit2gtk-4.1-dev li
 dev: setup wails-cli
 	$(WAILS) dev -tags webkit2_41
 
-.PHONY: dev all run serve build talossim test test-go test-lab test-fuzz test-frontend e2e lint bench soak clean setup deps-apt deps-npm wails-cli frontend
+.PHONY: dev all run serve build talossim test test-go test-lab test-fuzz test-frontend e2e e2e-visit lint bench soak clean setup deps-apt deps-npm wails-cli frontend
 
 all: build
 
@@ -81,7 +81,7 @@ test-go:
 ## app's own Lab → Site → Install → Verify flow on a fresh lab
 test-lab: build
 	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) ONRAMP_BENCH_LAB_JSON=$(CURDIR)/build/bench/lab.json \
-	  $(GO) test -count=1 -timeout 15m -run '^(TestNetbootOnramp|TestLabInstallVerify|TestSecureBootEnrollment|TestSecureBootEnrollmentHTTPBoot)$$' -v ./lab/ 2>&1 | \
+	  $(GO) test -count=1 -timeout 15m -run '^(TestNetbootOnramp|TestLabInstallVerify|TestSecureBootEnrollment|TestSecureBootEnrollmentHTTPBoot|TestSecureBootEnrollmentOnramp)$$' -v ./lab/ 2>&1 | \
 	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e_test.go' ; test $${PIPESTATUS[0]} -eq 0
 	ONRAMP_LAB_E2E=1 ONRAMP_BIN=$(CURDIR)/$(BIN) ONRAMP_TALOSSIM=$(CURDIR)/$(SIM) \
 	  $(GO) test -count=1 -timeout 15m -run '^TestInstallLabE2E$$' -v ./app/ 2>&1 | \
@@ -108,6 +108,11 @@ test-frontend: deps-npm
 
 e2e: build
 	bash build/e2e.sh
+
+## e2e-visit: the whole visit (Site … Report) in headless Chromium against the
+## virtual lab (root, QEMU; skips otherwise). ~10 min on 2 cores; not in `test`.
+e2e-visit: build
+	BIN=$(BIN) TALOSSIM=$(SIM) bash build/visit-e2e.sh
 
 lint: deps-npm
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -157,6 +157,13 @@ func (n *Netboot) Start(req StartRequest) (NetbootStatus, error) {
 	if req.AllowForeign {
 		args = append(args, "--allow-foreign-dhcp")
 	}
+	// An empty plan file, so that a machine marked later (SecureBoot step:
+	// enroll keys) reaches the running services, which re-read it.
+	if p := filepath.Join(n.dataDir, "bootplan.json"); !exists(p) {
+		if err := SaveBootPlan(p, PlanSpec{}); err != nil {
+			return NetbootStatus{}, fmt.Errorf("start netboot: %w", err)
+		}
+	}
 	for _, f := range []struct{ flag, path string }{{"--assets", "assets"}, {"--plan", "bootplan.json"}} {
 		if p := filepath.Join(n.dataDir, f.path); exists(p) {
 			args = append(args, f.flag, p)

@@ -69,6 +69,11 @@ const (
 	BootUKI DecisionKind = "uki"
 	// BootLocal tells the machine to boot from its own disk (iPXE "exit").
 	BootLocal DecisionKind = "local"
+	// BootEnroll boots the SecureBoot key-enrollment ISO (systemd-boot with
+	// secure-boot-enroll force): UEFI HTTP boot clients get the ISO's URL
+	// and mount it as a RAM disk; PXE firmware cannot load an ISO over TFTP,
+	// so it gets iPXE, whose script sanboots the ISO over HTTP.
+	BootEnroll DecisionKind = "enroll"
 )
 
 // Decision is what the app wants a machine to boot. Paths are relative to the
@@ -79,6 +84,7 @@ type Decision struct {
 	Initrd  string   // BootKernel: e.g. "talos/v1.14.1/amd64/initramfs.xz"
 	UKI     string   // BootUKI: e.g. "talos/v1.14.1/amd64/uki.signed.efi"
 	Cmdline []string // BootKernel: kernel arguments, e.g. "talos.platform=metal"
+	ISO     string   // BootEnroll: e.g. "secureboot/enroll.iso"
 }
 
 // ErrNotApproved is returned by a Booter for a machine that must not get a boot

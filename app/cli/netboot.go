@@ -76,7 +76,9 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var booter netboot.Booter
 	if *plan != "" {
-		p, err := app.LoadBootPlan(*plan)
+		// Re-read when it changes: the SecureBoot step marks machines for
+		// key enrollment while the services run.
+		p, err := app.OpenPlanFile(*plan)
 		if err != nil {
 			return err
 		}

@@ -59,6 +59,12 @@ func BootFor(r Request, d netboot.Decision, serverIP net.IP, httpPort int) (Boot
 		if d.Kind == netboot.BootUKI && d.UKI != "" {
 			return Boot{File: base + "/assets/" + escapePath(d.UKI), HTTPClient: true}, nil
 		}
+		if d.Kind == netboot.BootEnroll && d.ISO != "" {
+			// EDK2's HttpBootDxe downloads the ISO, registers it as a RAM
+			// disk (virtual CD, from the reply's Content-Type
+			// application/vnd.efi-iso) and boots its El Torito EFI image.
+			return Boot{File: base + "/assets/" + escapePath(d.ISO), HTTPClient: true}, nil
+		}
 		switch r.Arch {
 		case netboot.ArchUEFIHTTPx64:
 			return Boot{File: base + "/boot/" + FileUEFIx64, HTTPClient: true}, nil
@@ -67,6 +73,9 @@ func BootFor(r Request, d netboot.Decision, serverIP net.IP, httpPort int) (Boot
 		}
 		return Boot{}, fmt.Errorf("pick boot file: %w: HTTP boot client with architecture %d (%s)", ErrNoBootFile, r.Arch, r.Arch)
 	case r.PXE:
+		// BootEnroll lands here too: PXE firmware loads only an EFI
+		// binary over TFTP, never an ISO, so it gets iPXE, and the iPXE
+		// script sanboots the ISO over HTTP.
 		if d.Kind == netboot.BootLocal {
 			return Boot{}, fmt.Errorf("pick boot file: %w (the app says boot from disk)", ErrNoBootFile)
 		}

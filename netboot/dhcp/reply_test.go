@@ -28,6 +28,7 @@ func TestBootFor(t *testing.T) {
 	t.Parallel()
 	kernel := netboot.Decision{Kind: netboot.BootKernel}
 	uki := netboot.Decision{Kind: netboot.BootUKI, UKI: "talos/v1.14.1/amd64/uki signed.efi"}
+	enroll := netboot.Decision{Kind: netboot.BootEnroll, ISO: "secureboot/enroll.iso"}
 	cases := []struct {
 		name    string
 		r       Request
@@ -49,6 +50,12 @@ func TestBootFor(t *testing.T) {
 		{"ipxe local still gets script", req(netboot.ArchBIOS, "", true, ""), netboot.Decision{Kind: netboot.BootLocal}, Boot{File: "http://10.77.0.1:8080/ipxe?arch=0&mac=52%3A54%3A00%3A12%3A34%3A56"}, false},
 		{"firmware local", req(netboot.ArchBIOS, "PXEClient:Arch:00000", false, ""), netboot.Decision{Kind: netboot.BootLocal}, Boot{}, true},
 		{"not a boot client", req(netboot.ArchUnknown, "udhcp 1.35", false, ""), kernel, Boot{}, true},
+		// SecureBoot key enrollment: HTTP boot gets the ISO itself; PXE
+		// firmware cannot load an ISO over TFTP and gets iPXE, whose
+		// script sanboots it; iPXE gets its script URL as always.
+		{"http enroll", req(netboot.ArchUEFIHTTPx64, "HTTPClient:Arch:00016", false, ""), enroll, Boot{File: "http://10.77.0.1:8080/assets/secureboot/enroll.iso", HTTPClient: true}, false},
+		{"pxe enroll gets ipxe", req(netboot.ArchUEFIx64, "PXEClient:Arch:00007", false, ""), enroll, Boot{File: "ipxe.efi", TFTP: true}, false},
+		{"ipxe enroll gets script", req(netboot.ArchUEFIx64, "iPXE", true, ""), enroll, Boot{File: "http://10.77.0.1:8080/ipxe?arch=7&mac=52%3A54%3A00%3A12%3A34%3A56"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -73,6 +80,10 @@ func TestReplies(t *testing.T) {
 	bootUEFI := Boot{File: FileUEFIx64, TFTP: true}
 	httpReq := req(netboot.ArchUEFIHTTPx64, "HTTPClient:Arch:00016:UNDI:003001", false, "")
 	bootHTTP, _ := BootFor(httpReq, netboot.Decision{}, srvIP, 8080)
+	bootEnroll, err := BootFor(httpReq, netboot.Decision{Kind: netboot.BootEnroll, ISO: "secureboot/enroll.iso"}, srvIP, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
 	relayed := uefi
 	relayed.GIAddr, relayed.Relayed = net.IP{10, 77, 0, 2}, true
 	renew := uefi
@@ -96,6 +107,8 @@ func TestReplies(t *testing.T) {
 		{"nak", BuildNak(renew, srvIP, "address 10.77.0.100 refused"), renew, check{}, "255.255.255.255:68"},
 		{"proxy-offer-uefi", BuildProxyOffer(uefi, srvIP, bootUEFI), uefi, check{proxy: true}, "255.255.255.255:68"},
 		{"proxy-offer-http", BuildProxyOffer(httpReq, srvIP, bootHTTP), httpReq, check{http: true}, "255.255.255.255:68"},
+		{"offer-http-enroll", BuildOffer(httpReq, lease, bootEnroll), httpReq, check{yiaddr: true, http: true}, "255.255.255.255:68"},
+		{"proxy-offer-http-enroll", BuildProxyOffer(httpReq, srvIP, bootEnroll), httpReq, check{http: true}, "255.255.255.255:68"},
 		{"proxy-ack-4011", BuildProxyAck(renew, srvIP, bootUEFI), renew, check{proxy: true}, "10.77.0.100:68"},
 	}
 	for _, c := range cases {

@@ -68,6 +68,7 @@ func TestContract(t *testing.T) {
 		"52:54:00:77:00:01": kernelDecision,
 		"52:54:00:77:00:02": {Kind: netboot.BootUKI, UKI: "talos/v1.14.1/amd64/uki.signed.efi"},
 		"52:54:00:77:00:03": {Kind: netboot.BootLocal},
+		"52:54:00:77:00:04": {Kind: netboot.BootEnroll, ISO: "secureboot/enroll.iso"},
 	}
 	booter := netboot.BooterFunc(func(_ context.Context, m netboot.Machine) (netboot.Decision, error) {
 		if d, ok := decisions[m.MAC.String()]; ok {
@@ -126,7 +127,7 @@ func TestContract(t *testing.T) {
 		}
 		return b
 	}
-	urlRE := regexp.MustCompile(`^(?:kernel|initrd|chain) (http://\S+)`)
+	urlRE := regexp.MustCompile(`^(?:kernel|initrd|chain|sanboot --no-describe) (http://\S+)`)
 
 	tests := []struct {
 		name string
@@ -143,6 +144,9 @@ func TestContract(t *testing.T) {
 		{"ipxe kernel", dhcp.Request{IPXE: true, PXE: true, Arch: netboot.ArchUEFIx64, UUID: "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"}, "52:54:00:77:00:01"},
 		{"ipxe uki", dhcp.Request{IPXE: true, PXE: true, Arch: netboot.ArchUEFIx64}, "52:54:00:77:00:02"},
 		{"ipxe local", dhcp.Request{IPXE: true, PXE: true, Arch: netboot.ArchBIOS}, "52:54:00:77:00:03"},
+		{"uefi http enroll", dhcp.Request{HTTPBoot: true, Arch: netboot.ArchUEFIHTTPx64}, "52:54:00:77:00:04"},
+		{"uefi pxe enroll", dhcp.Request{PXE: true, Arch: netboot.ArchUEFIx64}, "52:54:00:77:00:04"},
+		{"ipxe enroll", dhcp.Request{IPXE: true, PXE: true, Arch: netboot.ArchUEFIx64}, "52:54:00:77:00:04"},
 		{"ipxe unknown machine", dhcp.Request{IPXE: true, PXE: true, Arch: netboot.ArchBIOS}, "52:54:00:77:00:99"},
 	}
 	for _, tt := range tests {
@@ -179,12 +183,21 @@ func TestContract(t *testing.T) {
 						}
 					}
 				}
-				if want := map[netboot.DecisionKind]int{netboot.BootKernel: 2, netboot.BootUKI: 1}[d.Kind]; urls != want {
+				if want := map[netboot.DecisionKind]int{netboot.BootKernel: 2, netboot.BootUKI: 1, netboot.BootEnroll: 1}[d.Kind]; urls != want {
 					t.Fatalf("script names %d asset URLs, want %d:\n%s", urls, want, script)
 				}
 			default:
 				if got := fetchHTTP(b.File, http.StatusOK); len(got) == 0 {
 					t.Fatalf("HTTP %s served nothing", b.File)
+				}
+				if d.Kind == netboot.BootEnroll {
+					// UEFI HTTP boot mounts the ISO only when told its type.
+					resp, err := client.Head(b.File)
+					must(t, err)
+					resp.Body.Close()
+					if ct := resp.Header.Get("Content-Type"); ct != "application/vnd.efi-iso" || !b.HTTPClient {
+						t.Fatalf("HTTP boot of %s: Content-Type %q, option 60 HTTPClient %v; want application/vnd.efi-iso and true", b.File, ct, b.HTTPClient)
+					}
 				}
 			}
 		})

@@ -185,7 +185,7 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, root fs.FS, 
 	deadline := 2*time.Minute + time.Duration(st.Size()/floor)*time.Second
 	_ = http.NewResponseController(cw).SetWriteDeadline(time.Now().Add(deadline))
 
-	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Type", contentType(name))
 	http.ServeContent(out, r, name, st.ModTime(), rs)
 
 	dur := time.Since(start)
@@ -207,6 +207,24 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, root fs.FS, 
 		h.emit(netboot.Event{Kind: netboot.EventHTTPDone, IP: ip, File: file, Bytes: cw.n, Duration: dur, Detail: r.Header.Get("Range")})
 	}
 	h.log.Debug("served", "ip", ip, "file", printable(file), "method", r.Method, "status", cw.status, "bytes", cw.n, "duration", dur)
+}
+
+// contentType is the media type a file is served with. UEFI HTTP boot
+// (UEFI 2.10 §24.7.2.1; EDK2 HttpBootDxe) decides by it how to use the
+// download: application/vnd.efi-iso is registered as a RAM disk of type
+// virtual CD and application/vnd.efi-img as a virtual disk, and the firmware
+// boots the EFI image found on it; anything else is loaded as an EFI
+// executable (EDK2 falls back to the file name's extension only when the
+// type is absent). iPXE ignores the type.
+func contentType(name string) string {
+	lower := strings.ToLower(name)
+	switch {
+	case strings.HasSuffix(lower, ".iso"):
+		return "application/vnd.efi-iso"
+	case strings.HasSuffix(lower, ".img"):
+		return "application/vnd.efi-img"
+	}
+	return "application/octet-stream"
 }
 
 // countingWriter counts body bytes and keeps the status. It implements

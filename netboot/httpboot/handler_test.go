@@ -40,11 +40,13 @@ func newAssets(t *testing.T, bigSize int) *assetsFixture {
 	base := t.TempDir()
 	dir := filepath.Join(base, "assets")
 	must(t, os.MkdirAll(filepath.Join(dir, "talos/v1.14.1/amd64"), 0o755))
+	must(t, os.MkdirAll(filepath.Join(dir, "secureboot"), 0o755))
 	fx := &assetsFixture{dir: dir, files: map[string][]byte{}}
 	for name, size := range map[string]int{
 		"talos/v1.14.1/amd64/vmlinuz":        300_000,
 		"talos/v1.14.1/amd64/initramfs.xz":   bigSize,
 		"talos/v1.14.1/amd64/uki.signed.efi": 50_000,
+		"secureboot/enroll.iso":              40_960,
 	} {
 		b := make([]byte, size)
 		rand.Read(b)
@@ -88,6 +90,8 @@ func testBooter() netboot.Booter {
 			return netboot.Decision{Kind: netboot.BootKernel, Kernel: "k", Initrd: "i", Cmdline: []string{"x\nshell"}}, nil
 		case "52:54:00:77:00:13":
 			return netboot.Decision{}, errors.New("store unavailable")
+		case "52:54:00:77:00:14":
+			return netboot.Decision{Kind: netboot.BootEnroll, ISO: "secureboot/enroll.iso"}, nil
 		}
 		return netboot.Decision{}, netboot.ErrNotApproved
 	})
@@ -169,6 +173,12 @@ func TestHandler(t *testing.T) {
 		{"script bad decision", "GET", "/ipxe?mac=52:54:00:77:00:12", nil, 500, nil, "#!ipxe\necho Onramp: the boot settings"},
 		{"script booter error", "GET", "/ipxe?mac=52:54:00:77:00:13", nil, 500, nil, "#!ipxe\necho Onramp: could not decide"},
 		{"config off", "GET", "/config/abc?mac=52:54:00:77:00:10", nil, 404, nil, ""},
+		{"script enroll", "GET", "/ipxe?mac=52:54:00:77:00:14&platform=efi&buildarch=x86_64", nil, 200, nil,
+			"sanboot --no-describe http://10.77.0.1:8080/assets/secureboot/enroll.iso || goto failed\n"},
+		// UEFI HTTP boot mounts an ISO as a RAM disk only when told its type.
+		{"iso media type", "GET", "/assets/secureboot/enroll.iso", nil, 200, nil, "application/vnd.efi-iso"},
+		{"iso media type head", "HEAD", "/assets/secureboot/enroll.iso", nil, 200, []byte{}, "application/vnd.efi-iso"},
+		{"efi media type", "GET", "/assets/talos/v1.14.1/amd64/uki.signed.efi", nil, 200, nil, "application/octet-stream"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

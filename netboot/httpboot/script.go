@@ -113,6 +113,8 @@ func (h *Handler) serveScript(w http.ResponseWriter, r *http.Request) {
 		ev.Detail += ": " + d.Kernel + " + " + d.Initrd
 	case netboot.BootUKI:
 		ev.Detail += ": " + d.UKI
+	case netboot.BootEnroll:
+		ev.Detail += ": " + d.ISO
 	}
 	h.emit(ev)
 	h.log.Info("ipxe script", "ip", ip, "mac", mac.String(), "uuid", m.UUID, "kind", d.Kind)

@@ -15,7 +15,8 @@
 // The only placeholders allowed in kernel arguments are "${mac}" and
 // "${uuid}" (Talos expands the same names in talos.config=); Render replaces
 // them itself with the validated Params values, so the script that leaves
-// Onramp contains no expansion at all.
+// Onramp contains no expansion of any value it was given (the enrollment
+// script's fixed guard reads iPXE's own ${platform}).
 package ipxe
 
 import (
@@ -67,6 +68,8 @@ var (
 //     technician on screen what happened, waits and exits to the firmware
 //     (which then tries its next boot option or retries the network boot).
 //   - BootUKI: chain the unified kernel image.
+//   - BootEnroll: sanboot the SecureBoot key-enrollment ISO over HTTP
+//     (UEFI only; a legacy BIOS machine is told why it cannot enroll).
 //   - BootLocal: exit, so the firmware boots from its next device (the disk).
 func Render(d netboot.Decision, p Params) ([]byte, error) {
 	mac, uuid, err := checkParams(p)
@@ -131,6 +134,32 @@ func Render(d netboot.Decision, p Params) ([]byte, error) {
 		fmt.Fprintf(&b, "echo Onramp: loading %s\n", uki)
 		fmt.Fprintf(&b, "chain %s/assets/%s || goto failed\n", base, uki)
 		writeFailed(&b)
+	case netboot.BootEnroll:
+		base, err := checkBase(p.BaseURL)
+		if err != nil {
+			return nil, err
+		}
+		iso, err := checkAssetPath("iso", d.ISO)
+		if err != nil {
+			return nil, err
+		}
+		// sanboot attaches the ISO as a block device read over HTTP with
+		// Range requests (iPXE detects ISO9660 and uses 2048-byte
+		// sectors), and under UEFI boots \EFI\BOOT\BOOTX64.EFI from it.
+		// --no-describe: an HTTP "SAN" has no iBFT/ACPI description to
+		// install. The enrollment image is UEFI-only: a machine in legacy
+		// BIOS mode is told so instead of booting something that cannot
+		// work. The guard uses iPXE's own ${platform} setting, the only
+		// expansion Render writes.
+		b.WriteString("# SecureBoot key enrollment: systemd-boot on the ISO enrolls the site's keys (firmware in setup mode) and resets.\n")
+		b.WriteString("iseq ${platform} efi || goto notefi\n")
+		fmt.Fprintf(&b, "echo Onramp: booting the SecureBoot key enrollment image %s\n", iso)
+		fmt.Fprintf(&b, "sanboot --no-describe %s/assets/%s || goto failed\n", base, iso)
+		writeFailed(&b)
+		b.WriteString(":notefi\n")
+		b.WriteString("echo Onramp: this machine runs its firmware in legacy BIOS mode. SecureBoot keys can only be enrolled under UEFI: switch the firmware to UEFI and restart.\n")
+		b.WriteString("sleep 30\n")
+		b.WriteString("exit 1\n")
 	case netboot.BootLocal:
 		b.WriteString("echo Onramp: booting from local disk\n")
 		b.WriteString("exit\n")

@@ -38,6 +38,7 @@ func TestRenderGolden(t *testing.T) {
 		{"kernel-noargs", netboot.Decision{Kind: netboot.BootKernel, Kernel: "vmlinuz", Initrd: "initrd.gz"}, Params{BaseURL: "http://10.77.0.1:8080/"}},
 		{"uki", netboot.Decision{Kind: netboot.BootUKI, UKI: "talos/v1.14.1/amd64/uki.signed.efi", Cmdline: []string{"ignored"}}, params},
 		{"local", netboot.Decision{Kind: netboot.BootLocal}, params},
+		{"enroll", netboot.Decision{Kind: netboot.BootEnroll, ISO: "secureboot/enroll.iso"}, params},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,6 +105,11 @@ func TestRenderRejects(t *testing.T) {
 		{"base dollar", kernel(), Params{BaseURL: "http://${next-server}"}},
 		{"base query", kernel(), Params{BaseURL: "http://h/?a=b"}},
 		{"unknown kind", netboot.Decision{Kind: "pxelinux"}, params},
+		{"enroll no iso", netboot.Decision{Kind: netboot.BootEnroll}, params},
+		{"enroll iso traversal", netboot.Decision{Kind: netboot.BootEnroll, ISO: "../enroll.iso"}, params},
+		{"enroll iso operator", netboot.Decision{Kind: netboot.BootEnroll, ISO: "e.iso || shell"}, params},
+		{"enroll iso expansion", netboot.Decision{Kind: netboot.BootEnroll, ISO: "${root-path}"}, params},
+		{"enroll no base", netboot.Decision{Kind: netboot.BootEnroll, ISO: "e.iso"}, Params{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -205,4 +211,39 @@ func TestRenderKernelProperties(t *testing.T) {
 	want := append([]string(nil), talosArgs...)
 	want[2] = "talos.config=http://10.77.0.1:8080/config/abc?mac=52:54:00:77:00:10&uuid=0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
 	checkScript(t, script, want)
+}
+
+// FuzzRenderEnroll: whatever ISO path and base URL are given, an accepted
+// enrollment script has the fixed shape, one sanboot line naming exactly
+// base/assets/<iso>, and no expansion but the fixed ${platform} guard.
+func FuzzRenderEnroll(f *testing.F) {
+	f.Add("secureboot/enroll.iso", "http://10.77.0.1:8080")
+	f.Add("a b.iso", "http://h")
+	f.Add("x.iso\nshell", "http://h/")
+	f.Fuzz(func(t *testing.T, iso, base string) {
+		script, err := Render(netboot.Decision{Kind: netboot.BootEnroll, ISO: iso}, Params{BaseURL: base})
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			return
+		}
+		lines := strings.Split(strings.TrimSuffix(string(script), "\n"), "\n")
+		var sanboot []string
+		for i, l := range lines {
+			if strings.Contains(l, "$") && l != "iseq ${platform} efi || goto notefi" {
+				t.Fatalf("line %d has an expansion: %q", i+1, l)
+			}
+			if strings.HasPrefix(l, "sanboot ") {
+				sanboot = append(sanboot, l)
+			}
+		}
+		want := "sanboot --no-describe " + strings.TrimRight(base, "/") + "/assets/" + iso + " || goto failed"
+		if len(sanboot) != 1 || sanboot[0] != want {
+			t.Fatalf("sanboot lines %q, want [%q]", sanboot, want)
+		}
+		if w := strings.Fields(sanboot[0]); len(w) != 6 {
+			t.Fatalf("sanboot line splits into %d words: %q", len(w), w)
+		}
+	})
 }

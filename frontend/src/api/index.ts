@@ -23,6 +23,7 @@ import type {
   Playbook,
   StartRequest,
   SecureBootStatus,
+  EnrollMark,
   Session,
   Settings,
   Site,
@@ -98,6 +99,10 @@ export interface Api {
     /** Make these keys' UKI/PCR fingerprints the ones every node must report. */
     expectForSite(): Promise<SecureBootStatus>;
     playbooks(): Promise<Playbook[]>;
+    /** Machines the boot plan sends into key enrollment at their next netboot. */
+    enrollMarks(): Promise<EnrollMark[]>;
+    markEnroll(mac: string): Promise<EnrollMark>;
+    unmarkEnroll(mac: string): Promise<EnrollMark>;
   };
   /** Send the access PIN (web transport); resolves when accepted. */
   login(pin: string): Promise<void>;
@@ -173,6 +178,9 @@ export function createApi(t: Transport): Api {
       generateKeys: () => call<SecureBootStatus>('SecureBoot', 'GenerateKeys'),
       buildEnrollmentImage: (req: EnrollmentRequest) => call<SecureBootStatus>('SecureBoot', 'BuildEnrollmentImage', req),
       expectForSite: () => call<SecureBootStatus>('SecureBoot', 'ExpectForSite'),
+      enrollMarks: async () => (await call<EnrollMark[] | null>('SecureBoot', 'EnrollMarks')) ?? [],
+      markEnroll: (mac: string) => call<EnrollMark>('SecureBoot', 'MarkEnroll', { mac }),
+      unmarkEnroll: (mac: string) => call<EnrollMark>('SecureBoot', 'UnmarkEnroll', { mac }),
       playbooks: async () =>
         ((await call<Playbook[] | null>('SecureBoot', 'Playbooks')) ?? []).map((p) => ({ ...p, match: p.match ?? [], steps: p.steps ?? [] })),
     },

@@ -526,6 +526,16 @@ export interface SecureBootStatus {
   dropMicrosoftWarning: string;
 }
 
+/** app.EnrollMark: a machine the boot plan sends into key enrollment. */
+export interface EnrollMark {
+  mac: string;
+  enroll: boolean;
+  /** Where the machine fetches the image, e.g. /assets/secureboot/enroll.iso. */
+  url?: string;
+  /** When it takes effect, in plain words. */
+  note?: string;
+}
+
 export interface EnrollmentRequest {
   dropMicrosoft: boolean;
 }

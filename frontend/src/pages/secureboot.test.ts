@@ -4,7 +4,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import App from '../App.svelte';
 import { appContext, createAppState } from '../lib/appstate';
 import { parseHash, type Route } from '../lib/router';
-import { fakeApi } from '../test/fakeapi';
+import { fakeApi, machine } from '../test/fakeapi';
 import { DROP_MS_WARNING, fakeSecureBootApi, secureBootStatusOf } from '../test/fakesecureboot';
 import { settle } from '../test/fakes';
 
@@ -101,5 +101,26 @@ describe('SecureBoot page', () => {
     await click('[data-testid=secureboot-build]');
     expect(text('[data-testid=problem]')).toContain('offline');
     expect($('[data-testid=secureboot-fingerprints]')).not.toBeNull();
+  });
+
+  it('lists discovered machines with SecureBoot off and marks one for enrollment once the image exists', async () => {
+    const off = machine('52:54:00:77:00:11', { stage: 'maintenance', attrs: { secureBoot: 'off', serial: 'LAB-0001' } });
+    const on = machine('52:54:00:77:00:13', { stage: 'maintenance', attrs: { secureBoot: 'on', serial: 'LAB-0003' } });
+    const f = fakeApi({ machines: [off, on] });
+    f.api.secureboot = fakeSecureBootApi(secureBootStatusOf({ hasKeys: true, fingerprints: { pk: '1a'.repeat(32), kek: '2b'.repeat(32), db: '3c'.repeat(32), ukiSigningKey: '3c'.repeat(32), pcrSigningKey: '4d'.repeat(32) } }));
+    await render(f);
+    const rows = $$('[data-testid=enroll-machine]');
+    expect(rows.map((r) => r.getAttribute('data-mac'))).toEqual(['52:54:00:77:00:11']);
+    // No image yet: the button is off and says why.
+    expect(($('[data-testid=enroll-toggle]') as HTMLButtonElement).disabled).toBe(true);
+    await click('[data-testid=secureboot-build]');
+    expect(($('[data-testid=enroll-toggle]') as HTMLButtonElement).disabled).toBe(false);
+    await click('[data-testid=enroll-toggle]');
+    expect(f.api.secureboot.markEnroll).toHaveBeenCalledWith('52:54:00:77:00:11');
+    expect($('[data-testid=enroll-machine]')?.getAttribute('data-marked')).toBe('true');
+    expect(text('[data-testid=enroll-note]')).toContain('next network boot');
+    await click('[data-testid=enroll-toggle]');
+    expect(f.api.secureboot.unmarkEnroll).toHaveBeenCalledWith('52:54:00:77:00:11');
+    expect($('[data-testid=enroll-machine]')?.getAttribute('data-marked')).toBe('false');
   });
 });

@@ -1,7 +1,7 @@
 // Fake of the SecureBoot service (Go: app/secureboot.go) for the vitest
 // suites; fakeapi.ts plugs it in.
 import { vi } from 'vitest';
-import type { EnrollmentRequest, Playbook, SecureBootStatus } from '../api';
+import type { EnrollMark, EnrollmentRequest, Playbook, SecureBootStatus } from '../api';
 
 export const FAKE_FPR = {
   pk: '1a'.repeat(32),
@@ -25,6 +25,7 @@ export const FAKE_PLAYBOOKS: Playbook[] = [
 
 export function fakeSecureBootApi(start: SecureBootStatus = secureBootStatusOf()) {
   let v: SecureBootStatus = structuredClone(start);
+  const marks = new Set<string>();
   return {
     status: vi.fn(async () => structuredClone(v)),
     generateKeys: vi.fn(async () => {
@@ -55,5 +56,15 @@ export function fakeSecureBootApi(start: SecureBootStatus = secureBootStatusOf()
       return structuredClone(v);
     }),
     playbooks: vi.fn(async () => structuredClone(FAKE_PLAYBOOKS)),
+    enrollMarks: vi.fn(async (): Promise<EnrollMark[]> => [...marks].map((mac) => ({ mac, enroll: true, url: '/assets/secureboot/enroll.iso' }))),
+    markEnroll: vi.fn(async (mac: string): Promise<EnrollMark> => {
+      if (!v.image) throw new Error('mark machine for enrollment: build the enrollment image first (SecureBoot step)');
+      marks.add(mac);
+      return { mac, enroll: true, url: '/assets/secureboot/enroll.iso', note: 'at its next network boot' };
+    }),
+    unmarkEnroll: vi.fn(async (mac: string): Promise<EnrollMark> => {
+      marks.delete(mac);
+      return { mac, enroll: false };
+    }),
   };
 }
