@@ -54,7 +54,7 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 
 const usage = `Usage:
   onramp [--kiosk] [--data DIR] [--admin-pin PIN]   the desktop app (web server when no display)
-  onramp serve [--listen ADDR] [--data DIR] [--pin PIN]
+  onramp serve [--listen ADDR] [--data DIR] [--pin PIN] [--lab-netns NS] [--lab-cache DIR] [--lab-simulator PATH]
                                                      the same UI over HTTP for a browser or tablet
   onramp version                                     versions of Onramp, Go and Talos machinery
   onramp netboot --iface IF --data DIR [--mode auto|isolated|proxy] [--assets DIR] [--plan FILE]
@@ -175,6 +175,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	listen := fs.String("listen", "127.0.0.1:8080", "address to serve the UI on; beyond loopback a PIN is required")
 	data := fs.String("data", defaultDataDir(), "data directory")
 	pin := fs.String("pin", os.Getenv("ONRAMP_PIN"), "access PIN for non-loopback clients (or ONRAMP_PIN)")
+	// The virtual lab's `lab up --netns/--cache/--simulator`, for runs beside
+	// other labs (the browser e2e uses its own namespace and a shared cache).
+	labNetNS := fs.String("lab-netns", os.Getenv("ONRAMP_LAB_NETNS"), "network namespace of the virtual lab (or ONRAMP_LAB_NETNS; default: lab up's)")
+	labCache := fs.String("lab-cache", os.Getenv("ONRAMP_LAB_CACHE"), "virtual lab download and build cache (or ONRAMP_LAB_CACHE; default <data>/lab/cache)")
+	labSim := fs.String("lab-simulator", os.Getenv("ONRAMP_TALOSSIM"), "talossim binary for the lab's guests (or ONRAMP_TALOSSIM; default beside onramp, then PATH)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -182,6 +187,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	a, err := app.New(app.Config{
 		Build: build(), DataDir: *data, Mode: app.ModeWeb,
 		AuthRequired: !app.IsLoopbackListen(*listen), Logger: log,
+		LabNetNS: *labNetNS, LabCache: *labCache, LabSimulator: *labSim,
 	})
 	if err != nil {
 		return err

@@ -105,7 +105,7 @@ func New(cfg Config) (*App, error) {
 		Install:  inst,
 		Netboot:  nb,
 		System:   NewSystem(cfg.Build, cfg.DataDir, cfg.Mode),
-		Network:  NewNetwork(),
+		Network:  &Network{sysfs: "/sys/class/net", route: "/proc/net/route", labNetNS: cfg.LabNetNS},
 		Settings: settings,
 		Shell:    NewShell(cfg.Mode, cfg.AdminPIN, cfg.AuthRequired),
 		log:      cfg.Logger,

@@ -18,7 +18,16 @@ type Machines struct {
 
 	mu   sync.Mutex
 	byID map[string]*MachineView
+	// Per machine, "netboot:machine" goes out at most every publishEvery
+	// (first change at once, the latest one at the end of the interval): a
+	// booting node's kernel log is hundreds of events a second, and each
+	// update carries the whole timeline.
+	publishedAt map[string]time.Time
+	owed        map[string]bool
 }
+
+// publishEvery bounds "netboot:machine" updates per machine.
+const publishEvery = 200 * time.Millisecond
 
 // MachineView is one machine as the UI shows it.
 type MachineView struct {
@@ -44,12 +53,12 @@ const (
 
 // NewMachines returns an empty registry publishing "netboot:machine" on bus.
 func NewMachines(bus *Bus) *Machines {
-	return &Machines{bus: bus, byID: make(map[string]*MachineView)}
+	return &Machines{bus: bus, byID: make(map[string]*MachineView), publishedAt: map[string]time.Time{}, owed: map[string]bool{}}
 }
 
 // Emit implements netboot.Sink: events with a MAC land on that machine.
 func (m *Machines) Emit(e netboot.Event) {
-	if m.bus != nil {
+	if m.bus != nil && e.Kind != events.EventKmsg { // kernel lines reach the UI on the machine's timeline
 		m.bus.Publish("netboot:event", e)
 	}
 	if e.MAC == "" {
@@ -110,11 +119,39 @@ func (m *Machines) Emit(e netboot.Event) {
 	if len(v.Timeline) > maxTimelinePerMachine {
 		v.Timeline = append(v.Timeline[:0], v.Timeline[len(v.Timeline)-maxTimelinePerMachine:]...)
 	}
+	if m.bus == nil {
+		m.mu.Unlock()
+		return
+	}
+	mac := e.MAC
+	now := time.Now()
+	if wait := m.publishedAt[mac].Add(publishEvery).Sub(now); wait > 0 {
+		if !m.owed[mac] {
+			m.owed[mac] = true
+			time.AfterFunc(wait, func() { m.publishOwed(mac) })
+		}
+		m.mu.Unlock()
+		return
+	}
+	m.publishedAt[mac] = now
 	snap := v.clone()
 	m.mu.Unlock()
-	if m.bus != nil {
-		m.bus.Publish("netboot:machine", snap)
+	m.bus.Publish("netboot:machine", snap)
+}
+
+// publishOwed sends the latest state of a machine whose update was held back.
+func (m *Machines) publishOwed(mac string) {
+	m.mu.Lock()
+	v, ok := m.byID[mac]
+	if !ok || !m.owed[mac] {
+		m.mu.Unlock()
+		return
 	}
+	m.owed[mac] = false
+	m.publishedAt[mac] = time.Now()
+	snap := v.clone()
+	m.mu.Unlock()
+	m.bus.Publish("netboot:machine", snap)
 }
 
 // List returns every machine, first seen first.

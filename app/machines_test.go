@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"onramp/netboot"
+	"onramp/talos/discover"
 	"onramp/talos/events"
 )
 
@@ -55,6 +56,46 @@ func TestMachinesTalosStages(t *testing.T) {
 		}
 		if len(got.Timeline) != i+1 || !cmp.Equal(got.Timeline[i], tt.ev) {
 			t.Errorf("%s: timeline has %d entries, last %+v", tt.name, len(got.Timeline), got.Timeline[len(got.Timeline)-1])
+		}
+	}
+}
+
+// A burst of events for one machine (a booting node's kernel log) gives a
+// bounded number of "netboot:machine" updates, the last of which carries the
+// final state.
+func TestMachinesCoalescesUpdates(t *testing.T) {
+	t.Parallel()
+	bus := NewBus()
+	ch, cancel := bus.Subscribe()
+	defer cancel()
+	m := NewMachines(bus)
+	const mac = "52:54:00:77:00:42"
+	for i := range 500 {
+		kind := events.EventKmsg
+		if i == 499 {
+			kind = discover.EventMaintenance
+		}
+		m.Emit(netboot.Event{Time: time.Now(), Kind: kind, MAC: mac, Detail: "line", Attrs: map[string]string{"serial": "S-1"}})
+	}
+	var updates []MachineView
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case msg := <-ch:
+			if msg.Name == EventResync {
+				t.Fatal("events were dropped")
+			}
+			if msg.Name == "netboot:machine" {
+				updates = append(updates, msg.Data.(MachineView))
+			}
+			if n := len(updates); n > 0 && updates[n-1].Stage == "maintenance" {
+				if n > 3 {
+					t.Errorf("%d updates for one burst, want at most 3", n)
+				}
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the final state never arrived (%d updates)", len(updates))
 		}
 	}
 }

@@ -14,6 +14,9 @@ import (
 type Network struct {
 	sysfs string // "/sys/class/net", swappable in tests
 	route string // "/proc/net/route"
+	// labNetNS is the virtual lab's namespace (app.Config.LabNetNS);
+	// "" = LabNamespace.
+	labNetNS string
 }
 
 // NewNetwork returns the Network service reading the live system.
@@ -77,7 +80,11 @@ func (n *Network) Interfaces() ([]Interface, error) {
 		it.CartHint, it.Hint = cartHint(it)
 		out = append(out, it)
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", LabNamespace)); err == nil {
+	labNS := n.labNetNS
+	if labNS == "" {
+		labNS = LabNamespace
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", labNS)); err == nil {
 		out = append(out, Interface{
 			Name: LabIface, Addrs: []string{"10.77.0.1/24"}, Up: true, Carrier: true, Virtual: true, Lab: true,
 			CartHint: true, Hint: "the virtual lab: QEMU machines on a private network (onramp lab up)",

@@ -61,6 +61,24 @@ describe('install store', () => {
     expect(isConfirmed(get(s), a)).toBe(false);
   });
 
+  it('a confirmation is for one attempt: a run that ends (here: failed) drops it', async () => {
+    const a = installNode('aa');
+    const b = installNode('bb');
+    const f = fakeApi({ install: installView({ nodes: [a, b] }) });
+    const s = createInstallStore(f.api);
+    await s.load();
+    s.confirm(a, true);
+    s.confirm(b, true);
+    f.emit('install:changed', installView({ nodes: [{ ...a, state: 'running' }, b] }));
+    expect(isConfirmed(get(s), a)).toBe(true);
+    f.emit('install:changed', installView({ nodes: [{ ...a, state: 'failed', error: 'refused' }, b] }));
+    expect(isConfirmed(get(s), a)).toBe(false);
+    expect(isConfirmed(get(s), b)).toBe(true); // never ran: still confirmed
+    s.confirm(a, true); // confirmed again for a retry, and it stays while the node shows "failed"
+    f.emit('install:changed', installView({ nodes: [{ ...a, state: 'failed', error: 'refused' }, b] }));
+    expect(isConfirmed(get(s), a)).toBe(true);
+  });
+
   it('keeps the refusal of a bad request verbatim', async () => {
     const a = installNode('aa');
     const f = fakeApi({ install: installView({ nodes: [a] }), installStartError: 'install aa: the fingerprint changed: rediscover' });

@@ -34,6 +34,24 @@ export interface InstallStore extends Readable<InstallStoreState> {
 
 const macKey = (mac: string): string => mac.toLowerCase();
 
+/**
+ * A confirmation is for one attempt: once a node's run ends (failed,
+ * cancelled, installed...), "Install all confirmed" must not offer it again
+ * until the technician confirms it anew.
+ */
+function afterRun(prev: InstallView | null, next: InstallView, confirmed: Record<string, string>): Record<string, string> {
+  const was = new Map((prev?.nodes ?? []).map((n) => [macKey(n.mac), n.state]));
+  let out = confirmed;
+  for (const n of next.nodes ?? []) {
+    const k = macKey(n.mac);
+    if (was.get(k) === 'running' && n.state !== 'running' && k in out) {
+      if (out === confirmed) out = { ...confirmed };
+      delete out[k];
+    }
+  }
+  return out;
+}
+
 /** The technician confirmed exactly the fingerprint the node shows now. */
 export function isConfirmed(s: Pick<InstallStoreState, 'confirmed'>, n: InstallNode): boolean {
   return !!n.fingerprint && s.confirmed[macKey(n.mac)] === n.fingerprint;
@@ -49,10 +67,14 @@ export function createInstallStore(api: Api): InstallStore {
   const s = writable<InstallStoreState>({ available: null, view: null, error: null, busy: null, actionError: null, confirmed: {} });
   const off = api.on('install:changed', (data) => {
     if (data && typeof data === 'object' && 'nodes' in data) {
-      s.update((x) => ({ ...x, available: true, view: installView(data as InstallView), error: null }));
+      s.update((x) => {
+        const view = installView(data as InstallView);
+        return { ...x, available: true, view, error: null, confirmed: afterRun(x.view, view, x.confirmed) };
+      });
     }
   });
   let inflight: Promise<void> | null = null;
+  const offResync = api.on('bus:resync', () => void load());
 
   function load(): Promise<void> {
     inflight ??= api.install
@@ -116,6 +138,7 @@ export function createInstallStore(api: Api): InstallStore {
     verify: (mac) => act('verify', [mac], () => api.install.verify(mac)),
     dispose: () => {
       off();
+      offResync();
       unsub();
     },
   };

@@ -1,5 +1,5 @@
 import { get } from 'svelte/store';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { eventDetail, eventLabel, formatBytes, formatDuration, isProblem } from '../lib/events';
 import { fakeApi, machine } from '../test/fakeapi';
 import { createMachinesStore, createNetbootStore, stageIndex, upsertMachine } from './netboot';
@@ -45,6 +45,18 @@ describe('machines', () => {
     s.dispose();
     f.emit('netboot:machine', machine('cc'));
     expect(get(s).data).toHaveLength(2);
+  });
+
+  it('reads the whole list again after bus:resync (events were dropped)', async () => {
+    const f = fakeApi({ machines: [machine('aa')] });
+    const s = createMachinesStore(f.api);
+    await s.load();
+    expect(f.api.netboot.machines).toHaveBeenCalledTimes(1);
+    f.emit('bus:resync', { reason: 'events were dropped for a slow client' });
+    await vi.waitFor(() => expect(f.api.netboot.machines).toHaveBeenCalledTimes(2));
+    s.dispose();
+    f.emit('bus:resync', {});
+    expect(f.api.netboot.machines).toHaveBeenCalledTimes(2);
   });
 
   it('places stages on the boot path', () => {

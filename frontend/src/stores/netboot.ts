@@ -88,10 +88,14 @@ export function createMachinesStore(api: Api): MachinesStore {
   const off = api.on('netboot:machine', (data) => {
     if (data && typeof data === 'object' && 'mac' in data) r.put(upsertMachine(current, data as MachineView));
   });
+  // The Go bus dropped events for this client (it fell behind a burst):
+  // read the whole list again rather than show a stale picture.
+  const offResync = api.on('bus:resync', () => void r.load());
   return {
     ...r,
     dispose: () => {
       off();
+      offResync();
       unsub();
     },
   };
