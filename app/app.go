@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+
+	"onramp/store"
 )
 
 // Config is what the app needs to start.
@@ -88,7 +90,7 @@ func New(cfg Config) (*App, error) {
 	nb.labRunning, lb.onChange = lb.running, nb.publish
 	// The vault opens onramp.db; a failure there is reported by its calls
 	// and does not stop the app (see Vault).
-	vault := NewVault(cfg.DataDir, bus, site)
+	vault := newVault(cfg.DataDir, bus, site, store.VaultOptions{Actor: DefaultActor, ActorFunc: settings.actor})
 	inst := NewInstall(site, machines, lb, bus, cfg.Logger)
 	inst.vault = vault
 	rep := NewReport(site, inst, vault, cfg.Build)

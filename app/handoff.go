@@ -529,7 +529,7 @@ func (h *Handoff) record(ctx context.Context, action, subject string, detail any
 	if err != nil {
 		return err
 	}
-	return db.Record(ctx, store.Event{Actor: "technician", Action: action, Subject: subject, Detail: string(b)})
+	return db.Record(ctx, store.Event{Actor: h.vault.actorName(), Action: action, Subject: subject, Detail: string(b)})
 }
 
 func (h *Handoff) publish(ctx context.Context) {

@@ -66,7 +66,7 @@ func (i *Install) record(action, subject string, detail any) {
 	}
 	b, err := json.Marshal(detail)
 	if err == nil {
-		err = db.Record(context.Background(), store.Event{Actor: "technician", Action: action, Subject: subject, Detail: string(b)})
+		err = db.Record(context.Background(), store.Event{Actor: i.vault.actorName(), Action: action, Subject: subject, Detail: string(b)})
 	}
 	if err != nil {
 		i.log.Warn("install not recorded", "action", action, "subject", subject, "err", err)

@@ -105,7 +105,7 @@ func (s *SecureBoot) record(ctx context.Context, action, subject string, detail 
 		return
 	}
 	if b, err := json.Marshal(detail); err == nil {
-		_ = db.Record(ctx, store.Event{Actor: "technician", Action: action, Subject: subject, Detail: string(b)})
+		_ = db.Record(ctx, store.Event{Actor: s.vault.actorName(), Action: action, Subject: subject, Detail: string(b)})
 	}
 }
 

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"unicode"
 
 	"onramp/store"
 )
@@ -25,6 +27,9 @@ type Preferences struct {
 	Theme       string `json:"theme"`       // system | light | dark
 	Iface       string `json:"iface"`       // the NIC cabled to the cart switch; "" = none chosen
 	NetbootMode string `json:"netbootMode"` // auto | isolated | proxy
+	// Technician is who does the visit, as the audit trail and the site
+	// report name them; "" = "technician".
+	Technician string `json:"technician,omitempty"`
 }
 
 // DefaultPreferences are used until the technician changes something.
@@ -47,7 +52,33 @@ func (p Preferences) Validate() error {
 	if len(p.Iface) > 15 {
 		return fmt.Errorf("iface: %q is longer than an interface name can be", p.Iface)
 	}
+	if len([]rune(p.Technician)) > 80 {
+		return errors.New("technician: a name of at most 80 characters")
+	}
+	for _, r := range p.Technician {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("technician: %q holds a control character", p.Technician)
+		}
+	}
 	return nil
+}
+
+// DefaultActor names the technician in the audit trail until Settings
+// holds a name.
+const DefaultActor = "technician"
+
+// actor is who the audit trail records for what is done now: the
+// technician's name from the settings, or DefaultActor.
+func (s *Settings) actor() string {
+	if s == nil {
+		return DefaultActor
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := strings.TrimSpace(s.cur.Technician); n != "" {
+		return n
+	}
+	return DefaultActor
 }
 
 const settingsFile = "settings.json"

@@ -40,7 +40,7 @@ type VaultStatus struct {
 // NewVault opens the database in dataDir (see Vault for failures) and
 // hands the store to site.
 func NewVault(dataDir string, bus *Bus, site *Site) *Vault {
-	return newVault(dataDir, bus, site, store.VaultOptions{Actor: "technician"})
+	return newVault(dataDir, bus, site, store.VaultOptions{Actor: DefaultActor})
 }
 
 func newVault(dataDir string, bus *Bus, site *Site, opts store.VaultOptions) *Vault {
@@ -176,6 +176,18 @@ func (v *Vault) journal() (*store.DB, *store.Vault) {
 		return nil, nil
 	}
 	return v.db, v.store
+}
+
+// actorName is who the audit trail records for an action now: the
+// technician's name from the settings (VaultOptions.ActorFunc), else
+// DefaultActor.
+func (v *Vault) actorName() string {
+	if v != nil && v.opts.ActorFunc != nil {
+		if a := v.opts.ActorFunc(); a != "" {
+			return a
+		}
+	}
+	return DefaultActor
 }
 
 // close closes the database (App.Close).

@@ -67,6 +67,9 @@ const (
 type VaultOptions struct {
 	// Actor is written in the audit trail for this process's actions.
 	Actor string
+	// ActorFunc, when set, names the actor at the time of each action
+	// instead (the technician's name may change during a visit).
+	ActorFunc func() string
 	// ScryptWorkFactor: log2(N); tests lower it. 0 = DefaultScryptWorkFactor.
 	ScryptWorkFactor int
 	// Now is the clock (backoff, audit times). nil = time.Now.
@@ -83,6 +86,16 @@ type Vault struct {
 	recipient *age.X25519Recipient
 	failures  int       // wrong passphrases in a row
 	retryAt   time.Time // no attempt accepted before this
+}
+
+// actor is who the audit trail records for an action now.
+func (v *Vault) actor() string {
+	if v.opts.ActorFunc != nil {
+		if a := v.opts.ActorFunc(); a != "" {
+			return a
+		}
+	}
+	return v.opts.Actor
 }
 
 // NewVault returns the vault in db, locked.
@@ -163,7 +176,7 @@ func (v *Vault) Unlocked() bool {
 }
 
 func (v *Vault) audit(ctx context.Context, tx *sql.Tx, action, subject, detail string) error {
-	return appendAudit(ctx, tx, Event{Time: v.opts.Now(), Actor: v.opts.Actor, Action: action, Subject: subject, Detail: detail})
+	return appendAudit(ctx, tx, Event{Time: v.opts.Now(), Actor: v.actor(), Action: action, Subject: subject, Detail: detail})
 }
 
 func (v *Vault) wrap(id *age.X25519Identity, passphrase string) ([]byte, error) {
@@ -260,7 +273,7 @@ func (v *Vault) unwrapLocked(ctx context.Context, passphrase string) (*age.X2551
 			d := min(time.Second<<(v.failures-freeAttempts), maxBackoff)
 			v.retryAt = now.Add(d)
 		}
-		_ = v.db.Record(ctx, Event{Time: now, Actor: v.opts.Actor, Action: "vault.unlock.failed", Detail: fmt.Sprintf("wrong passphrase (%d in a row)", v.failures)})
+		_ = v.db.Record(ctx, Event{Time: now, Actor: v.actor(), Action: "vault.unlock.failed", Detail: fmt.Sprintf("wrong passphrase (%d in a row)", v.failures)})
 		return nil, ErrWrongPassphrase
 	}
 	if err != nil {
@@ -286,7 +299,7 @@ func (v *Vault) Unlock(ctx context.Context, passphrase string) error {
 	if err != nil {
 		return fmt.Errorf("unlock vault: %w", err)
 	}
-	if err := v.db.Record(ctx, Event{Time: v.opts.Now(), Actor: v.opts.Actor, Action: "vault.unlock"}); err != nil {
+	if err := v.db.Record(ctx, Event{Time: v.opts.Now(), Actor: v.actor(), Action: "vault.unlock"}); err != nil {
 		return fmt.Errorf("unlock vault: %w", err)
 	}
 	v.id, v.recipient = id, id.Recipient()
@@ -302,7 +315,7 @@ func (v *Vault) Lock(ctx context.Context) error {
 		return nil
 	}
 	v.id, v.recipient = nil, nil
-	if err := v.db.Record(ctx, Event{Time: v.opts.Now(), Actor: v.opts.Actor, Action: "vault.lock"}); err != nil {
+	if err := v.db.Record(ctx, Event{Time: v.opts.Now(), Actor: v.actor(), Action: "vault.lock"}); err != nil {
 		return fmt.Errorf("lock vault: %w", err)
 	}
 	return nil

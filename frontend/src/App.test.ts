@@ -105,6 +105,23 @@ describe('App shell', () => {
     expect(document.documentElement.dataset['theme']).toBe('light');
   });
 
+  it("System page saves the technician's name for the audit trail", async () => {
+    const f = fakeApi({ settings: { theme: 'system', iface: '', netbootMode: 'auto', technician: 'Grace' } });
+    const { go } = await render(f);
+    await go('#/system');
+    const input = $('[data-testid=sys-technician-name]') as HTMLInputElement;
+    expect(input.value).toBe('Grace');
+    expect(($('[data-testid=sys-technician-save]') as HTMLButtonElement).disabled).toBe(true);
+    input.value = '  Ada Lovelace ';
+    input.dispatchEvent(new Event('input', { bubbles: true }));
+    flushSync();
+    ($('[data-testid=sys-technician-save]') as HTMLButtonElement).click();
+    await settle(20);
+    flushSync();
+    expect(f.api.settings.set).toHaveBeenCalledWith({ theme: 'system', iface: '', netbootMode: 'auto', technician: 'Ada Lovelace' });
+    expect(($('[data-testid=sys-technician-name]') as HTMLInputElement).value).toBe('Ada Lovelace');
+  });
+
   it('Network page: the cart switch port gets the primary action and choosing saves iface', async () => {
     const f = fakeApi({
       interfaces: async () => [

@@ -119,6 +119,8 @@ export interface Settings {
   theme: Theme;
   iface: string;
   netbootMode: NetbootMode;
+  /** Who does the visit, as the audit trail and the site report name them. */
+  technician?: string;
 }
 
 export interface Session {
