@@ -521,15 +521,7 @@ func shortHash(s string) string {
 }
 
 func (h *Handoff) record(ctx context.Context, action, subject string, detail any) error {
-	db, _ := h.vault.journal()
-	if db == nil {
-		return errors.New("no database")
-	}
-	b, err := json.Marshal(detail)
-	if err != nil {
-		return err
-	}
-	return db.Record(ctx, store.Event{Actor: h.vault.actorName(), Action: action, Subject: subject, Detail: string(b)})
+	return h.vault.record(ctx, action, subject, detail)
 }
 
 func (h *Handoff) publish(ctx context.Context) {

@@ -59,16 +59,7 @@ func kubeconfigSecret(cluster string) string { return "cluster/" + cluster + "/k
 // record appends one event to the audit trail; without a database the
 // outcome lives in memory only, as said in the log.
 func (i *Install) record(action, subject string, detail any) {
-	db, _ := i.vault.journal()
-	if db == nil {
-		i.log.Warn("install not recorded: no database", "action", action, "subject", subject)
-		return
-	}
-	b, err := json.Marshal(detail)
-	if err == nil {
-		err = db.Record(context.Background(), store.Event{Actor: i.vault.actorName(), Action: action, Subject: subject, Detail: string(b)})
-	}
-	if err != nil {
+	if err := i.vault.record(context.Background(), action, subject, detail); err != nil {
 		i.log.Warn("install not recorded", "action", action, "subject", subject, "err", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -100,13 +99,7 @@ const (
 // record appends one event to the audit trail (best effort: the vault's own
 // entry already records that keys were stored).
 func (s *SecureBoot) record(ctx context.Context, action, subject string, detail any) {
-	db, _ := s.vault.journal()
-	if db == nil {
-		return
-	}
-	if b, err := json.Marshal(detail); err == nil {
-		_ = db.Record(ctx, store.Event{Actor: s.vault.actorName(), Action: action, Subject: subject, Detail: string(b)})
-	}
+	_ = s.vault.record(ctx, action, subject, detail)
 }
 
 var errVaultLocked = errors.New("the vault is locked or not created: unlock it on the Site step first (SecureBoot keys are kept only there)")

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -188,6 +189,23 @@ func (v *Vault) actorName() string {
 		}
 	}
 	return DefaultActor
+}
+
+// errNoDatabase: onramp.db could not be opened, nothing can be recorded.
+var errNoDatabase = errors.New("no database")
+
+// record appends one event to the audit trail, detail as JSON, in the
+// technician's name. Install, Handoff and SecureBoot record through it.
+func (v *Vault) record(ctx context.Context, action, subject string, detail any) error {
+	db, _ := v.journal()
+	if db == nil {
+		return errNoDatabase
+	}
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", action, err)
+	}
+	return db.Record(ctx, store.Event{Actor: v.actorName(), Action: action, Subject: subject, Detail: string(b)})
 }
 
 // close closes the database (App.Close).
