@@ -10,8 +10,10 @@ for p in "$@"; do
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "installing Debian packages: ${missing[*]}"
-sudo=""
-[ "$(id -u)" = 0 ] || sudo=sudo
+# As root apt-get runs directly; otherwise through sudo, keeping the
+# environment (DEBIAN_FRONTEND). An array, so that an empty prefix is no word.
+run=()
+[ "$(id -u)" = 0 ] || run=(sudo -E)
 export DEBIAN_FRONTEND=noninteractive
-$sudo -E apt-get update -q -o DPkg::Lock::Timeout=300
-$sudo -E apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}"
+"${run[@]}" apt-get update -q -o DPkg::Lock::Timeout=300
+"${run[@]}" apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}"
