@@ -1,7 +1,6 @@
 package httpboot
 
 import (
-	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -11,10 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"onramp/netboot"
 )
@@ -189,9 +185,6 @@ func (h *Handler) serveFile(w http.ResponseWriter, r *http.Request, root fs.FS, 
 	deadline := 2*time.Minute + time.Duration(st.Size()/floor)*time.Second
 	_ = http.NewResponseController(cw).SetWriteDeadline(time.Now().Add(deadline))
 
-	if !probe && h.limits == nil {
-		defer cork(r)()
-	}
 	w.Header().Set("Content-Type", contentType(name))
 	http.ServeContent(out, r, name, st.ModTime(), rs)
 
@@ -277,44 +270,3 @@ func (c *countingWriter) ReadFrom(r io.Reader) (int64, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
-
-// connKey is the context key of the request's connection (withConn).
-type connKey struct{}
-
-// withConn is the http.Server's ConnContext: it keeps the connection in the
-// request context so cork can reach its socket.
-func withConn(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, c)
-}
-
-// cork sets TCP_CORK on the request's connection (nginx's tcp_nopush) and
-// returns the function that clears it, which sends what is still held
-// back. Corked, the kernel only sends full segments: the response header
-// leaves with the first file bytes, and sendfile spends less CPU per byte
-// pushing partial segments. Measured on a 2-core VM (100 MiB over a veth,
-// ten downloads per connection, server task-clock): nginx ~275 ms per GiB
-// with tcp_nopush on, ~360 ms with it off; Onramp ~400 ms without cork,
-// ~300 ms with it. It does nothing on connections that are not TCP sockets.
-func cork(r *http.Request) (uncork func()) {
-	sc, ok := r.Context().Value(connKey{}).(syscall.Conn)
-	if !ok {
-		return func() {}
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return func() {}
-	}
-	set := func(on int) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, on)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}
-	if set(1) != nil {
-		return func() {}
-	}
-	return func() { _ = set(0) }
-}

@@ -123,7 +123,6 @@ func New(cfg Config) (*Server, error) {
 		MaxHeaderBytes:    MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return s.baseCtx },
-		ConnContext:       withConn,
 	}
 	return s, nil
 }
