@@ -66,6 +66,12 @@ type running struct {
 
 func start(t *testing.T, dir string, mod func(*Config)) *running {
 	t.Helper()
+	return startServer(t, dir, mod, nil)
+}
+
+// startServer is start with smod to change the server before it runs.
+func startServer(t *testing.T, dir string, mod func(*Config), smod func(*Server)) *running {
+	t.Helper()
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +84,9 @@ func start(t *testing.T, dir string, mod func(*Config)) *running {
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if smod != nil {
+		smod(srv)
 	}
 	a, err := srv.Listen()
 	if err != nil {
@@ -452,5 +461,86 @@ func TestMaxTransfers(t *testing.T) {
 		case i == 2 && (op != 5 || !strings.Contains(msg, "busy")):
 			t.Fatalf("request %d: opcode %d %q, want ERROR server busy", i, op, msg)
 		}
+	}
+}
+
+// TestBlockingTransferMovesToPoller: a transfer that began on its own
+// thread moves to the netpoller when more transfers start, mid-download,
+// on the same port, without the client noticing; the newcomer (curl) and
+// the moved transfer both deliver every byte.
+func TestBlockingTransferMovesToPoller(t *testing.T) {
+	t.Parallel()
+	need(t, "curl")
+	fx := newFixture(t)
+	r := startServer(t, fx.dir, nil, func(s *Server) { s.blockingMax = 1 })
+
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteToUDP(append([]byte{0, 1}, "exact.bin\x00octet\x00"...), r.addr)
+	buf := make([]byte, 1024)
+	readData := func(want uint16) ([]byte, *net.UDPAddr) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				t.Fatalf("waiting for block %d: %v", want, err)
+			}
+			if n >= 4 && buf[1] == 3 && uint16(buf[2])<<8|uint16(buf[3]) == want {
+				return append([]byte(nil), buf[4:n]...), from
+			}
+			if n >= 2 && buf[1] == 5 {
+				t.Fatalf("server error: %q", buf[4:n])
+			}
+		}
+	}
+	got, peer := readData(1) // the transfer runs alone: blocking
+
+	// A second download makes two transfers, more than blockingMax.
+	type result struct {
+		b   []byte
+		err error
+	}
+	second := make(chan result, 1)
+	go func() {
+		b, err := curlGet(t, t.Context(), r, "big.img", 1468)
+		second <- result{b, err}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !r.srv.crowded() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !r.srv.crowded() {
+		t.Fatal("the second download never started")
+	}
+
+	// ACK each block; the server's next read, now crowded, moves it.
+	for block := uint16(1); block < 100; block++ {
+		c.WriteToUDP([]byte{0, 4, byte(block >> 8), byte(block)}, peer)
+		d, from := readData(block + 1)
+		if from.Port != peer.Port {
+			t.Fatalf("block %d came from port %d, the transfer began on %d", block+1, from.Port, peer.Port)
+		}
+		got = append(got, d...)
+		if len(d) < 512 {
+			c.WriteToUDP([]byte{0, 4, byte((block + 1) >> 8), byte(block + 1)}, peer)
+			break
+		}
+	}
+	if !bytes.Equal(got, fx.files["exact.bin"]) {
+		t.Errorf("moved transfer delivered %d bytes, want the %d of exact.bin", len(got), len(fx.files["exact.bin"]))
+	}
+	if n := r.srv.moved.Load(); n != 1 {
+		t.Errorf("%d transfers moved to the netpoller, want 1", n)
+	}
+	res := <-second
+	if res.err != nil {
+		t.Fatalf("curl: %v", res.err)
+	}
+	if !bytes.Equal(res.b, fx.files["big.img"]) {
+		t.Errorf("curl got %d bytes, want the %d of big.img", len(res.b), len(fx.files["big.img"]))
 	}
 }

@@ -11,9 +11,11 @@
 // UDP socket bound to the address the request came to and connected to the
 // client (the kernel drops packets from any other TID), one preallocated
 // packet buffer, and reads the file with ReadAt in chunks of 64 KiB or
-// more, so a block costs one send and one receive. The first GOMAXPROCS
-// concurrent transfers use a blocking socket on their own thread, the rest
-// Go's netpoller (see dgram for the measurements behind that). A window of blocks is resent when no ACK comes within the
+// more, so a block costs one send and one receive. While no more than
+// GOMAXPROCS transfers run, each uses a blocking socket on its own thread;
+// beyond that, all of them Go's netpoller, those already running moving
+// over mid-download (see dgram and movingConn for the measurements behind
+// that). A window of blocks is resent when no ACK comes within the
 // timeout, at most Retries times in a row; duplicate ACKs are ignored (no
 // Sorcerer's Apprentice). Concurrent transfers are capped in total
 // (MaxTransfers) and per client IP (MaxPerClient), so one host cannot take
@@ -47,6 +49,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -105,12 +108,15 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // running transfers
 	// blockingMax: up to this many running transfers, a new one gets a
-	// blocking socket (dgram); beyond it, the netpoller (polledConn).
+	// blocking socket (dgram); beyond it, the netpoller (polledConn), and
+	// the blocking ones move there (movingConn).
 	blockingMax int
 
 	mu      sync.Mutex
 	conn    *net.UDPConn
 	running int                // transfers, guarded by mu
+	active  atomic.Int32       // running, for crowded without mu
+	moved   atomic.Int64       // transfers moved from a thread to the netpoller
 	per     map[netip.Addr]int // transfers per client IP, guarded by mu
 }
 
@@ -355,15 +361,20 @@ func (s *Server) acquire(ip netip.Addr) (blocking bool, why string) {
 		return false, fmt.Sprintf("this machine already has %d TFTP downloads running; this request was turned away (the firmware retries)", s.cfg.MaxPerClient)
 	}
 	s.running++
+	s.active.Store(int32(s.running))
 	s.per[ip]++
 	blocking = s.running <= s.blockingMax
 	return blocking, ""
 }
 
+// crowded says whether more transfers run than get a thread each.
+func (s *Server) crowded() bool { return int(s.active.Load()) > s.blockingMax }
+
 func (s *Server) release(ip netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.running--
+	s.active.Store(int32(s.running))
 	if s.per[ip]--; s.per[ip] <= 0 {
 		delete(s.per, ip)
 	}
@@ -414,7 +425,10 @@ func (s *Server) transfer(req request, client netip.AddrPort, local netip.Addr, 
 	}
 	var conn transferConn
 	if blocking {
-		conn, err = dialDgram(local, client, timeout)
+		var d *dgram
+		if d, err = dialDgram(local, client, timeout); err == nil {
+			conn = newMovingConn(d, timeout, s.crowded, func() { s.moved.Add(1) })
+		}
 	} else {
 		conn, err = dialPolled(local, client, timeout)
 	}
