@@ -382,8 +382,10 @@ func (i *Install) finish(r *installRun, ev node.Evidence, err error) {
 	i.log.Info("install finished", "hostname", r.node.Hostname, "state", r.node.State, "error", r.node.Error)
 	key, bundle := r.key, i.bundle
 	i.mu.Unlock()
-	i.publish()
+	// The audit row first, then the push: a page that reacts to the
+	// outcome (Report) finds it in the trail.
 	i.recordFinish(key, bundle)
+	i.publish()
 }
 
 // progress applies one update of talos/install to the node's run.

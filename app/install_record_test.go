@@ -140,6 +140,9 @@ func TestInstallRecordSurvivesRestart(t *testing.T) {
 		t.Fatalf("Verify after restart: %v", err)
 	}
 	v = p2.wait(t, "re-verified", func(v InstallView) bool { return v.Nodes[0].State != nodeRunning })
+	// The state shows before the run has written its audit row; the run
+	// is over when its goroutine is.
+	p2.install.wg.Wait()
 	if v.Nodes[0].State != nodeVerified || p2.install.cluster.State().BootstrapCalls != 0 {
 		t.Errorf("after restart, Verify: state %s error %q, bootstrap calls %d", v.Nodes[0].State, v.Nodes[0].Error, p2.install.cluster.State().BootstrapCalls)
 	}
