@@ -69,6 +69,15 @@ func start(t *testing.T, dir string, mod func(*Config)) *running {
 	return startServer(t, dir, mod, nil)
 }
 
+// bothWays runs test as parallel subtests with a server whose transfers
+// each get a thread ("thread", up to blockingMax at once) and one that
+// serves every transfer on its loops ("loop").
+func bothWays(t *testing.T, test func(t *testing.T, smod func(*Server))) {
+	t.Parallel()
+	t.Run("thread", func(t *testing.T) { t.Parallel(); test(t, nil) })
+	t.Run("loop", func(t *testing.T) { t.Parallel(); test(t, func(s *Server) { s.blockingMax = 0 }) })
+}
+
 // startServer is start with smod to change the server before it runs.
 func startServer(t *testing.T, dir string, mod func(*Config), smod func(*Server)) *running {
 	t.Helper()
@@ -136,11 +145,12 @@ func curlGet(t *testing.T, ctx context.Context, r *running, name string, blksize
 	return out.Bytes(), err
 }
 
-func TestCurlDownloads(t *testing.T) {
-	t.Parallel()
+func TestCurlDownloads(t *testing.T) { bothWays(t, testCurlDownloads) }
+
+func testCurlDownloads(t *testing.T, smod func(*Server)) {
 	need(t, "curl")
 	fx := newFixture(t)
-	r := start(t, fx.dir, nil)
+	r := startServer(t, fx.dir, nil, smod)
 	tests := []struct {
 		req, file string
 		blksize   int
@@ -270,10 +280,11 @@ func TestWriteRefused(t *testing.T) {
 
 // TestSizeProbe replays what OVMF does: RRQ with tsize=0, read the OACK,
 // abort with ERROR "User aborted".
-func TestSizeProbe(t *testing.T) {
-	t.Parallel()
+func TestSizeProbe(t *testing.T) { bothWays(t, testSizeProbe) }
+
+func testSizeProbe(t *testing.T, smod func(*Server)) {
 	fx := newFixture(t)
-	r := start(t, fx.dir, nil)
+	r := startServer(t, fx.dir, nil, smod)
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -349,8 +360,9 @@ func TestEvents(t *testing.T) {
 
 // TestShutdownAbortsStalledTransfer starts a transfer that is never
 // acknowledged and checks that Run still returns promptly.
-func TestShutdownAbortsStalledTransfer(t *testing.T) {
-	t.Parallel()
+func TestShutdownAbortsStalledTransfer(t *testing.T) { bothWays(t, testShutdownAbortsStalledTransfer) }
+
+func testShutdownAbortsStalledTransfer(t *testing.T, smod func(*Server)) {
 	fx := newFixture(t)
 	root, err := os.OpenRoot(fx.dir)
 	if err != nil {
@@ -360,6 +372,9 @@ func TestShutdownAbortsStalledTransfer(t *testing.T) {
 	srv, err := New(Config{Addr: "127.0.0.1:0", Root: root.FS(), Timeout: time.Second, Retries: 3})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if smod != nil {
+		smod(srv)
 	}
 	a, err := srv.Listen()
 	if err != nil {
@@ -464,16 +479,15 @@ func TestMaxTransfers(t *testing.T) {
 	}
 }
 
-// TestBlockingTransferMovesToPoller: a transfer that began on its own
-// thread moves to the netpoller when more transfers start, mid-download,
-// on the same port, without the client noticing; the newcomer (curl) and
-// the moved transfer both deliver every byte.
-func TestBlockingTransferMovesToPoller(t *testing.T) {
+// TestThreadsThenLoop: with every thread slot taken (blockingMax 1, by a
+// raw client that holds its transfer), the next download is served on a
+// loop; both deliver every byte.
+func TestThreadsThenLoop(t *testing.T) {
 	t.Parallel()
 	need(t, "curl")
 	fx := newFixture(t)
-	r := startServer(t, fx.dir, nil, func(s *Server) { s.blockingMax = 1 })
-
+	// A long timeout: the raw transfer waits, unacknowledged, while curl runs.
+	r := startServer(t, fx.dir, func(c *Config) { c.Timeout = 10 * time.Second }, func(s *Server) { s.blockingMax = 1 })
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -497,27 +511,19 @@ func TestBlockingTransferMovesToPoller(t *testing.T) {
 			}
 		}
 	}
-	got, peer := readData(1) // the transfer runs alone: blocking
+	got, peer := readData(1) // on the one thread
 
-	// A second download makes two transfers, more than blockingMax.
-	type result struct {
-		b   []byte
-		err error
+	b, err := curlGet(t, t.Context(), r, "big.img", 1468)
+	if err != nil {
+		t.Fatalf("curl while the thread is taken: %v", err)
 	}
-	second := make(chan result, 1)
-	go func() {
-		b, err := curlGet(t, t.Context(), r, "big.img", 1468)
-		second <- result{b, err}
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !r.srv.crowded() && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	if !bytes.Equal(b, fx.files["big.img"]) {
+		t.Errorf("curl got %d bytes, want the %d of big.img", len(b), len(fx.files["big.img"]))
 	}
-	if !r.srv.crowded() {
-		t.Fatal("the second download never started")
+	if n := r.srv.onLoop.Load(); n != 1 {
+		t.Errorf("%d transfers served on a loop, want 1 (curl's)", n)
 	}
 
-	// ACK each block; the server's next read, now crowded, moves it.
 	for block := uint16(1); block < 100; block++ {
 		c.WriteToUDP([]byte{0, 4, byte(block >> 8), byte(block)}, peer)
 		d, from := readData(block + 1)
@@ -531,16 +537,6 @@ func TestBlockingTransferMovesToPoller(t *testing.T) {
 		}
 	}
 	if !bytes.Equal(got, fx.files["exact.bin"]) {
-		t.Errorf("moved transfer delivered %d bytes, want the %d of exact.bin", len(got), len(fx.files["exact.bin"]))
-	}
-	if n := r.srv.moved.Load(); n != 1 {
-		t.Errorf("%d transfers moved to the netpoller, want 1", n)
-	}
-	res := <-second
-	if res.err != nil {
-		t.Fatalf("curl: %v", res.err)
-	}
-	if !bytes.Equal(res.b, fx.files["big.img"]) {
-		t.Errorf("curl got %d bytes, want the %d of big.img", len(res.b), len(fx.files["big.img"]))
+		t.Errorf("threaded transfer delivered %d bytes, want the %d of exact.bin", len(got), len(fx.files["exact.bin"]))
 	}
 }

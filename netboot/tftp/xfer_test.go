@@ -50,11 +50,12 @@ func needAtftp(t *testing.T) {
 
 // TestWindowsize downloads with atftp at several window and block sizes
 // (RFC 7440, as OVMF and iPXE use it) and checks every byte.
-func TestWindowsize(t *testing.T) {
-	t.Parallel()
+func TestWindowsize(t *testing.T) { bothWays(t, testWindowsize) }
+
+func testWindowsize(t *testing.T, smod func(*Server)) {
 	needAtftp(t)
 	fx := newFixture(t)
-	r := start(t, fx.dir, nil)
+	r := startServer(t, fx.dir, nil, smod)
 	tests := []struct {
 		file            string
 		blksize, window int
@@ -160,10 +161,11 @@ func newLossyProxy(t *testing.T, server *net.UDPAddr, dropEvery int64) *lossyPro
 // TestLostPackets runs real clients through a proxy that drops one
 // datagram in 23 each way: the server must resend on timeout, ignore
 // duplicate ACKs, and deliver every byte.
-func TestLostPackets(t *testing.T) {
-	t.Parallel()
+func TestLostPackets(t *testing.T) { bothWays(t, testLostPackets) }
+
+func testLostPackets(t *testing.T, smod func(*Server)) {
 	fx := newFixture(t)
-	r := start(t, fx.dir, func(c *Config) { c.Timeout = 150 * time.Millisecond; c.Retries = 8 })
+	r := startServer(t, fx.dir, func(c *Config) { c.Timeout = 150 * time.Millisecond; c.Retries = 8 }, smod)
 	clients := []struct {
 		name string
 		bin  string
@@ -221,10 +223,11 @@ func TestLostPackets(t *testing.T) {
 
 // TestGivesUp checks that a client that stops acknowledging ends the
 // transfer after Retries sends, with a tftp.error event that says so.
-func TestGivesUp(t *testing.T) {
-	t.Parallel()
+func TestGivesUp(t *testing.T) { bothWays(t, testGivesUp) }
+
+func testGivesUp(t *testing.T, smod func(*Server)) {
 	fx := newFixture(t)
-	r := start(t, fx.dir, func(c *Config) { c.Timeout = 100 * time.Millisecond; c.Retries = 3 })
+	r := startServer(t, fx.dir, func(c *Config) { c.Timeout = 100 * time.Millisecond; c.Retries = 3 }, smod)
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -275,10 +278,11 @@ func waitEvent(t *testing.T, rec *netboot.Recorder, ok func(netboot.Event) bool)
 // TestMalformed sends broken and unexpected packets to the server port and
 // to a running transfer, and checks the answers, that the transfer is not
 // disturbed, and that the server still serves a real client afterwards.
-func TestMalformed(t *testing.T) {
-	t.Parallel()
+func TestMalformed(t *testing.T) { bothWays(t, testMalformed) }
+
+func testMalformed(t *testing.T, smod func(*Server)) {
 	fx := newFixture(t)
-	r := start(t, fx.dir, nil)
+	r := startServer(t, fx.dir, nil, smod)
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
