@@ -8,6 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -31,6 +34,7 @@ to boot from their disks. Talos nodes report back to Onramp on the same address:
 events on --events-port (siderolink events API) and kernel logs on --kmsg-port
 (JSON lines, TCP and UDP); kernel boots get talos.events.sink= and
 talos.logging.kernel= pointing there unless the plan sets them. 0 turns one off.
+SIGUSR1 logs one "runtime" line: goroutines and heap.
 
 `
 
@@ -89,6 +93,7 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))
 	events := newJSONLines(stdout)
+	defer events.Close()
 	if *allowForeign {
 		log.Warn("--allow-foreign-dhcp given: isolated mode will start even beside another DHCP server")
 	}
@@ -110,6 +115,11 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Run(gctx) })
+	// Before anything can signal: SIGUSR1's default action ends the process.
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	g.Go(func() error { logRuntime(gctx, log, usr1); return nil })
 	if *discoverNodes {
 		g.Go(func() error { return disc.Run(gctx) })
 	}
@@ -153,4 +163,22 @@ func ProbeDHCP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stdout, f.String())
 	}
 	return ErrFoundDHCP
+}
+
+// logRuntime logs one "runtime" line (goroutines, heap) each time the
+// process gets SIGUSR1 (on sig), until ctx ends: how a long-running
+// netboot, and make bench before and after its load, is checked for
+// goroutine leaks without a debug port on the cart network.
+func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			log.Info("runtime", "component", "runtime", "goroutines", runtime.NumGoroutine(),
+				"heap_alloc", ms.HeapAlloc, "heap_sys", ms.HeapSys, "gc_cycles", ms.NumGC)
+		}
+	}
 }

@@ -160,6 +160,8 @@ type Resources struct {
 	After ProcStats `json:"after"` // after all load, settled
 	// FDGrowth is After.FDs − Idle.FDs: sockets or files left open by the load.
 	FDGrowth int `json:"fd_growth"`
+	// GoroutineGrowth is After.Goroutines − Idle.Goroutines.
+	GoroutineGrowth int `json:"goroutine_growth"`
 	// SettledS is how long after the load After was taken (≤ 10 s, earlier
 	// once the descriptors are back to the idle count).
 	SettledS float64 `json:"settled_s"`
@@ -299,6 +301,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer onramp.Stop(10 * time.Second)
 	idle, _ := ReadProcStats(onramp.Pid())
+	idle.Goroutines, _ = onramp.Goroutines(5 * time.Second)
 	rep.Resources = &Resources{Idle: idle}
 
 	if o.want("dhcp") && ctx.Err() == nil {
@@ -350,7 +353,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		start := time.Now()
 		for {
 			after, _ = ReadProcStats(onramp.Pid())
-			if after.FDs <= idle.FDs || time.Since(start) > 10*time.Second || ctx.Err() != nil {
+			after.Goroutines, _ = onramp.Goroutines(5 * time.Second)
+			settled := after.FDs <= idle.FDs && after.Goroutines <= idle.Goroutines
+			if settled || time.Since(start) > 10*time.Second || ctx.Err() != nil {
 				break
 			}
 			time.Sleep(500 * time.Millisecond)
@@ -358,6 +363,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Resources.After = after
 		rep.Resources.SettledS = time.Since(start).Seconds()
 		rep.Resources.FDGrowth = after.FDs - idle.FDs
+		rep.Resources.GoroutineGrowth = after.Goroutines - idle.Goroutines
 	}
 	return finish(rep, o), nil
 }
@@ -472,8 +478,8 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  virtual lab (QEMU guests, build/bench/lab.json): %s\n", lab)
 	}
 	if res := r.Resources; res != nil {
-		fmt.Fprintf(w, "\nOnramp resources (/proc): idle RSS %d KiB, %d threads, %d fds; after load RSS %d KiB (peak %d KiB), %d threads, %d fds (fd growth %d, %.1f s after the load)\n",
-			res.Idle.RSSKiB, res.Idle.Threads, res.Idle.FDs, res.After.RSSKiB, res.After.HWMKiB, res.After.Threads, res.After.FDs, res.FDGrowth, res.SettledS)
+		fmt.Fprintf(w, "\nOnramp resources (/proc, SIGUSR1): idle RSS %d KiB, %d threads, %d fds, %d goroutines; after load RSS %d KiB (peak %d KiB), %d threads, %d fds, %d goroutines (growth: %d fds, %d goroutines, %.1f s after the load)\n",
+			res.Idle.RSSKiB, res.Idle.Threads, res.Idle.FDs, res.Idle.Goroutines, res.After.RSSKiB, res.After.HWMKiB, res.After.Threads, res.After.FDs, res.After.Goroutines, res.FDGrowth, res.GoroutineGrowth, res.SettledS)
 		fmt.Fprintf(w, "  fds idle %v, after %v\n", res.Idle.FDKinds, res.After.FDKinds)
 	}
 	for _, e := range r.Errors {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -268,12 +269,48 @@ func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration, ready func(
 	}
 }
 
+// Goroutines asks a running `onramp netboot` for its goroutine count: it
+// sends SIGUSR1 and reads the "runtime" line the process logs in answer.
+func (p *Proc) Goroutines(timeout time.Duration) (int, error) {
+	count := func() (int, int) {
+		b, _ := os.ReadFile(p.log)
+		lines, last := 0, -1
+		for _, line := range strings.Split(string(b), "\n") {
+			if !strings.Contains(line, `"msg":"runtime"`) {
+				continue
+			}
+			var rec struct {
+				Goroutines int `json:"goroutines"`
+			}
+			if json.Unmarshal([]byte(line), &rec) == nil {
+				lines, last = lines+1, rec.Goroutines
+			}
+		}
+		return lines, last
+	}
+	before, _ := count()
+	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		return 0, fmt.Errorf("ask %s for its goroutines: %w", p.Name, err)
+	}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if n, last := count(); n > before {
+			return last, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("ask %s for its goroutines: no runtime line within %s", p.Name, timeout)
+}
+
 // ProcStats is what /proc says about a process.
 type ProcStats struct {
 	RSSKiB  int64 `json:"rss_kib"`
 	HWMKiB  int64 `json:"hwm_kib"`
 	Threads int   `json:"threads"`
 	FDs     int   `json:"fds"`
+	// Goroutines, from the process itself (Proc.Goroutines); 0 when it
+	// could not say.
+	Goroutines int `json:"goroutines"`
 	// FDKinds counts the descriptors by what they point at ("socket",
 	// "anon_inode:[eventpoll]", "pipe", "file", ...), to tell a growth apart.
 	FDKinds map[string]int `json:"fd_kinds"`

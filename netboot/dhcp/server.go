@@ -359,7 +359,9 @@ func (s *Server) handleFull(ctx context.Context, log *slog.Logger, r Request) (*
 		e := s.event(netboot.EventDHCPOffer, r)
 		e.IP, e.File = ip.String(), boot.File
 		s.cfg.Sink.Emit(e)
-		log.Info("offer", "ip", ip.String(), "file", boot.File)
+		// Debug, like Kea's: the ACK is the lease; an offer may be one of
+		// several the client never takes.
+		log.Debug("offer", "ip", ip.String(), "file", boot.File)
 		return reply, ReplyAddr(r, reply)
 
 	case dhcpv4.MessageTypeRequest:
