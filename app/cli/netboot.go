@@ -119,7 +119,7 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	g.Go(func() error { logRuntime(gctx, log, usr1); return nil })
+	g.Go(func() error { logRuntime(gctx, log, usr1, "discover_watching", disc.Watching); return nil })
 	if *discoverNodes {
 		g.Go(func() error { return disc.Run(gctx) })
 	}
@@ -165,11 +165,11 @@ func ProbeDHCP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return ErrFoundDHCP
 }
 
-// logRuntime logs one "runtime" line (goroutines, heap) each time the
-// process gets SIGUSR1 (on sig), until ctx ends: how a long-running
+// logRuntime logs one "runtime" line (goroutines, heap, and count() as
+// name) each time the process gets SIGUSR1 (on sig), until ctx ends: how a long-running
 // netboot, and make bench before and after its load, is checked for
 // goroutine leaks without a debug port on the cart network.
-func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal) {
+func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal, name string, count func() int) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -178,7 +178,7 @@ func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal) {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			log.Info("runtime", "component", "runtime", "goroutines", runtime.NumGoroutine(),
-				"heap_alloc", ms.HeapAlloc, "heap_sys", ms.HeapSys, "gc_cycles", ms.NumGC)
+				"heap_alloc", ms.HeapAlloc, "heap_sys", ms.HeapSys, "gc_cycles", ms.NumGC, name, count())
 		}
 	}
 }

@@ -160,7 +160,9 @@ type Resources struct {
 	After ProcStats `json:"after"` // after all load, settled
 	// FDGrowth is After.FDs − Idle.FDs: sockets or files left open by the load.
 	FDGrowth int `json:"fd_growth"`
-	// GoroutineGrowth is After.Goroutines − Idle.Goroutines.
+	// GoroutineGrowth is the growth in goroutines besides discovery's
+	// watches (one a leased machine that has not answered in maintenance
+	// mode yet, until it does or 15 minutes pass; After.DiscoverWatching).
 	GoroutineGrowth int `json:"goroutine_growth"`
 	// SettledS is how long after the load After was taken (≤ 10 s, earlier
 	// once the descriptors are back to the idle count).
@@ -301,7 +303,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer onramp.Stop(10 * time.Second)
 	idle, _ := ReadProcStats(onramp.Pid())
-	idle.Goroutines, _ = onramp.Goroutines(5 * time.Second)
+	idle.Goroutines, idle.DiscoverWatching, _ = onramp.Goroutines(5 * time.Second)
 	rep.Resources = &Resources{Idle: idle}
 
 	if o.want("dhcp") && ctx.Err() == nil {
@@ -353,8 +355,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		start := time.Now()
 		for {
 			after, _ = ReadProcStats(onramp.Pid())
-			after.Goroutines, _ = onramp.Goroutines(5 * time.Second)
-			settled := after.FDs <= idle.FDs && after.Goroutines <= idle.Goroutines
+			after.Goroutines, after.DiscoverWatching, _ = onramp.Goroutines(5 * time.Second)
+			settled := after.FDs <= idle.FDs && after.Goroutines-after.DiscoverWatching <= idle.Goroutines-idle.DiscoverWatching
 			if settled || time.Since(start) > 10*time.Second || ctx.Err() != nil {
 				break
 			}
@@ -363,7 +365,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Resources.After = after
 		rep.Resources.SettledS = time.Since(start).Seconds()
 		rep.Resources.FDGrowth = after.FDs - idle.FDs
-		rep.Resources.GoroutineGrowth = after.Goroutines - idle.Goroutines
+		rep.Resources.GoroutineGrowth = (after.Goroutines - after.DiscoverWatching) - (idle.Goroutines - idle.DiscoverWatching)
 	}
 	return finish(rep, o), nil
 }
@@ -478,8 +480,8 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  virtual lab (QEMU guests, build/bench/lab.json): %s\n", lab)
 	}
 	if res := r.Resources; res != nil {
-		fmt.Fprintf(w, "\nOnramp resources (/proc, SIGUSR1): idle RSS %d KiB, %d threads, %d fds, %d goroutines; after load RSS %d KiB (peak %d KiB), %d threads, %d fds, %d goroutines (growth: %d fds, %d goroutines, %.1f s after the load)\n",
-			res.Idle.RSSKiB, res.Idle.Threads, res.Idle.FDs, res.Idle.Goroutines, res.After.RSSKiB, res.After.HWMKiB, res.After.Threads, res.After.FDs, res.After.Goroutines, res.FDGrowth, res.GoroutineGrowth, res.SettledS)
+		fmt.Fprintf(w, "\nOnramp resources (/proc, SIGUSR1): idle RSS %d KiB, %d threads, %d fds, %d goroutines; after load RSS %d KiB (peak %d KiB), %d threads, %d fds, %d goroutines of which %d watch machines for maintenance mode (growth: %d fds, %d goroutines besides those, %.1f s after the load)\n",
+			res.Idle.RSSKiB, res.Idle.Threads, res.Idle.FDs, res.Idle.Goroutines, res.After.RSSKiB, res.After.HWMKiB, res.After.Threads, res.After.FDs, res.After.Goroutines, res.After.DiscoverWatching, res.FDGrowth, res.GoroutineGrowth, res.SettledS)
 		fmt.Fprintf(w, "  fds idle %v, after %v\n", res.Idle.FDKinds, res.After.FDKinds)
 	}
 	for _, e := range r.Errors {

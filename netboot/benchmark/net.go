@@ -269,37 +269,43 @@ func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration, ready func(
 	}
 }
 
-// Goroutines asks a running `onramp netboot` for its goroutine count: it
-// sends SIGUSR1 and reads the "runtime" line the process logs in answer.
-func (p *Proc) Goroutines(timeout time.Duration) (int, error) {
-	count := func() (int, int) {
+// Goroutines asks a running `onramp netboot` for its goroutine count and
+// how many machines its discovery still watches (one goroutine each, until
+// the node answers or --discover's 15 minutes pass): it sends SIGUSR1 and
+// reads the "runtime" line the process logs in answer.
+func (p *Proc) Goroutines(timeout time.Duration) (goroutines, watching int, err error) {
+	count := func() (int, runtimeLine) {
 		b, _ := os.ReadFile(p.log)
-		lines, last := 0, -1
+		lines, last := 0, runtimeLine{}
 		for _, line := range strings.Split(string(b), "\n") {
 			if !strings.Contains(line, `"msg":"runtime"`) {
 				continue
 			}
-			var rec struct {
-				Goroutines int `json:"goroutines"`
-			}
+			var rec runtimeLine
 			if json.Unmarshal([]byte(line), &rec) == nil {
-				lines, last = lines+1, rec.Goroutines
+				lines, last = lines+1, rec
 			}
 		}
 		return lines, last
 	}
 	before, _ := count()
 	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		return 0, fmt.Errorf("ask %s for its goroutines: %w", p.Name, err)
+		return 0, 0, fmt.Errorf("ask %s for its goroutines: %w", p.Name, err)
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if n, last := count(); n > before {
-			return last, nil
+			return last.Goroutines, last.DiscoverWatching, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("ask %s for its goroutines: no runtime line within %s", p.Name, timeout)
+	return 0, 0, fmt.Errorf("ask %s for its goroutines: no runtime line within %s", p.Name, timeout)
+}
+
+// runtimeLine is what `onramp netboot` logs on SIGUSR1.
+type runtimeLine struct {
+	Goroutines       int `json:"goroutines"`
+	DiscoverWatching int `json:"discover_watching"`
 }
 
 // ProcStats is what /proc says about a process.
@@ -311,6 +317,9 @@ type ProcStats struct {
 	// Goroutines, from the process itself (Proc.Goroutines); 0 when it
 	// could not say.
 	Goroutines int `json:"goroutines"`
+	// DiscoverWatching is how many of them watch a machine for Talos
+	// maintenance mode: work in progress, not a leak.
+	DiscoverWatching int `json:"discover_watching"`
 	// FDKinds counts the descriptors by what they point at ("socket",
 	// "anon_inode:[eventpoll]", "pipe", "file", ...), to tell a growth apart.
 	FDKinds map[string]int `json:"fd_kinds"`

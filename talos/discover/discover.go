@@ -35,9 +35,14 @@ type Config struct {
 	Wait time.Duration
 	// Every is the pause between attempts; default 3 s.
 	Every time.Duration
-	// MaxConcurrent bounds machines probed at once; default 16.
+	// MaxConcurrent bounds the attempts (connections) in flight at once;
+	// default 16. A machine waiting for its next attempt holds none.
 	MaxConcurrent int
-	Logger        *slog.Logger
+	// MaxWatched bounds the machines being watched (each one goroutine,
+	// mostly asleep); a lease beyond it is looked at on its next lease.
+	// Default 1024.
+	MaxWatched int
+	Logger     *slog.Logger
 	// Look replaces the real node query in tests.
 	Look func(ctx context.Context, addr string) (map[string]string, error)
 }
@@ -71,6 +76,9 @@ func New(cfg Config) *Discoverer {
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = 16
 	}
+	if cfg.MaxWatched <= 0 {
+		cfg.MaxWatched = 1024
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -87,7 +95,7 @@ func (d *Discoverer) Emit(e netboot.Event) {
 		return
 	}
 	d.mu.Lock()
-	busy := d.pending[e.IP]
+	busy := d.pending[e.IP] || len(d.pending) >= d.cfg.MaxWatched
 	if !busy {
 		d.pending[e.IP] = true
 	}
@@ -108,7 +116,17 @@ func (d *Discoverer) done(ip string) {
 	d.mu.Unlock()
 }
 
-// Run probes queued machines until ctx ends.
+// Watching is how many machines are being watched for maintenance mode.
+func (d *Discoverer) Watching() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pending)
+}
+
+// Run watches queued machines until ctx ends: one goroutine a machine,
+// which takes one of MaxConcurrent slots only while an attempt runs. So
+// machines that never answer (BMCs, other operating systems, a switch
+// asking for a lease) cannot keep the Talos nodes behind them waiting.
 func (d *Discoverer) Run(ctx context.Context) error {
 	sem := make(chan struct{}, d.cfg.MaxConcurrent)
 	var wg sync.WaitGroup
@@ -118,30 +136,26 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case j := <-d.jobs:
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				return nil
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
+			wg.Go(func() {
 				defer d.done(j.ip)
-				d.probe(ctx, j)
-			}()
+				d.probe(ctx, j, sem)
+			})
 		}
 	}
 }
 
-func (d *Discoverer) probe(ctx context.Context, j job) {
+func (d *Discoverer) probe(ctx context.Context, j job, sem chan struct{}) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Wait)
 	defer cancel()
 	addr := net.JoinHostPort(j.ip, strconv.Itoa(d.cfg.Port))
-	t := time.NewTicker(d.cfg.Every)
-	defer t.Stop()
 	for {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		attrs, err := d.cfg.Look(ctx, addr)
+		<-sem
 		if err == nil {
 			d.log.Info("node in maintenance mode", "mac", j.mac, "ip", j.ip, "serial", attrs["serial"])
 			d.cfg.Next.Emit(netboot.Event{
@@ -153,7 +167,7 @@ func (d *Discoverer) probe(ctx context.Context, j job) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(d.cfg.Every):
 		}
 	}
 }

@@ -92,3 +92,56 @@ func TestDiscoverGivesUp(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// Machines that never answer (BMCs, a switch, another OS) must not keep a
+// Talos node that got its lease after them from being seen: a watched
+// machine holds an attempt slot only while its attempt runs. And no more
+// than MaxWatched machines are watched at once.
+func TestDiscoverNoHeadOfLineBlocking(t *testing.T) {
+	t.Parallel()
+	var rec netboot.Recorder
+	var inFlight, most atomic.Int32
+	d := New(Config{
+		Next: &rec, Every: 20 * time.Millisecond, Wait: time.Minute, MaxConcurrent: 2, MaxWatched: 6,
+		Look: func(ctx context.Context, addr string) (map[string]string, error) {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(5 * time.Millisecond)
+			if addr == "10.77.0.200:50000" {
+				return map[string]string{"serial": "TALOS-1"}, nil
+			}
+			return nil, errors.New("connection refused")
+		},
+	})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error)
+	go func() { done <- d.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for k := range 5 {
+		d.Emit(netboot.Event{Kind: netboot.EventDHCPAck, MAC: "52:54:00:00:00:0" + string(rune('1'+k)), IP: "10.77.0.1" + string(rune('0'+k))})
+	}
+	d.Emit(netboot.Event{Kind: netboot.EventDHCPAck, MAC: "52:54:00:00:00:20", IP: "10.77.0.200"})
+	d.Emit(netboot.Event{Kind: netboot.EventDHCPAck, MAC: "52:54:00:00:00:21", IP: "10.77.0.201"}) // the seventh: not watched
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		found := false
+		for _, e := range rec.Events() {
+			found = found || (e.Kind == EventMaintenance && e.Attrs["serial"] == "TALOS-1")
+		}
+		if found {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(start); took >= 5*time.Second {
+		t.Fatal("the Talos node behind five silent machines was not seen within 5 s")
+	}
+	if n := d.Watching(); n != 5 {
+		t.Errorf("watching %d machines, want the 5 silent ones", n)
+	}
+	if m := most.Load(); m > 2 {
+		t.Errorf("%d attempts at once, MaxConcurrent is 2", m)
+	}
+}
