@@ -12,7 +12,8 @@
 //	GET      /config/<token>  a machine config, if Config.ConfigEndpoint != nil
 //
 // Large files are served by http.ServeContent from an *os.File, so Linux's
-// sendfile(2) carries the bytes. Anything that wraps the ResponseWriter here
+// sendfile(2) carries the bytes (for the first few large downloads at once,
+// from a poll(2) loop on their own threads: see sendfile.go). Anything that wraps the ResponseWriter here
 // implements io.ReaderFrom and delegates, or sendfile would silently turn
 // into a userspace copy. The optional per-client rate cap is the exception:
 // it paces writes, so it gives up sendfile (some iPXE NIC drivers hang on
@@ -147,7 +148,7 @@ func (s *Server) Listen() (net.Addr, error) {
 		return nil, fmt.Errorf("listen http on %s: %w", s.cfg.Addr, err)
 	}
 
-	s.ln = ln
+	s.ln = &sendfileListener{Listener: ln}
 	return ln.Addr(), nil
 }
 
