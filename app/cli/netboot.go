@@ -119,7 +119,12 @@ func Netboot(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	usr1 := make(chan os.Signal, 1)
 	signal.Notify(usr1, syscall.SIGUSR1)
 	defer signal.Stop(usr1)
-	g.Go(func() error { logRuntime(gctx, log, usr1, "discover_watching", disc.Watching); return nil })
+	g.Go(func() error {
+		logRuntime(gctx, log, usr1, func() []any {
+			return []any{"discover_watching", disc.Watching(), "discover_attempts", disc.Attempts()}
+		})
+		return nil
+	})
 	if *discoverNodes {
 		g.Go(func() error { return disc.Run(gctx) })
 	}
@@ -165,11 +170,11 @@ func ProbeDHCP(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return ErrFoundDHCP
 }
 
-// logRuntime logs one "runtime" line (goroutines, heap, and count() as
-// name) each time the process gets SIGUSR1 (on sig), until ctx ends: how a long-running
-// netboot, and make bench before and after its load, is checked for
-// goroutine leaks without a debug port on the cart network.
-func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal, name string, count func() int) {
+// logRuntime logs one "runtime" line (goroutines, heap, and extra's
+// attributes) each time the process gets SIGUSR1 (on sig), until ctx
+// ends: how a long-running netboot, and make bench before and after its
+// load, is checked for leaks without a debug port on the cart network.
+func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal, extra func() []any) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -177,8 +182,9 @@ func logRuntime(ctx context.Context, log *slog.Logger, sig <-chan os.Signal, nam
 		case <-sig:
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			log.Info("runtime", "component", "runtime", "goroutines", runtime.NumGoroutine(),
-				"heap_alloc", ms.HeapAlloc, "heap_sys", ms.HeapSys, "gc_cycles", ms.NumGC, name, count())
+			attrs := []any{"component", "runtime", "goroutines", runtime.NumGoroutine(),
+				"heap_alloc", ms.HeapAlloc, "heap_sys", ms.HeapSys, "gc_cycles", ms.NumGC}
+			log.Info("runtime", append(attrs, extra()...)...)
 		}
 	}
 }

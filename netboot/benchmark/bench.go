@@ -160,6 +160,9 @@ type Resources struct {
 	After ProcStats `json:"after"` // after all load, settled
 	// FDGrowth is After.FDs − Idle.FDs: sockets or files left open by the load.
 	FDGrowth int `json:"fd_growth"`
+	// FDGrowthBesides is FDGrowth less the sockets of discovery's
+	// attempts in flight (After.DiscoverAttempts): what the load left open.
+	FDGrowthBesides int `json:"fd_growth_besides_discovery"`
 	// GoroutineGrowth is the growth in goroutines besides discovery's
 	// watches (one a leased machine that has not answered in maintenance
 	// mode yet, until it does or 15 minutes pass; After.DiscoverWatching).
@@ -303,7 +306,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	defer onramp.Stop(10 * time.Second)
 	idle, _ := ReadProcStats(onramp.Pid())
-	idle.Goroutines, idle.DiscoverWatching, _ = onramp.Goroutines(5 * time.Second)
+	idle.Runtime(onramp)
 	rep.Resources = &Resources{Idle: idle}
 
 	if o.want("dhcp") && ctx.Err() == nil {
@@ -355,8 +358,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		start := time.Now()
 		for {
 			after, _ = ReadProcStats(onramp.Pid())
-			after.Goroutines, after.DiscoverWatching, _ = onramp.Goroutines(5 * time.Second)
-			settled := after.FDs <= idle.FDs && after.Goroutines-after.DiscoverWatching <= idle.Goroutines-idle.DiscoverWatching
+			after.Runtime(onramp)
+			settled := after.FDs-after.DiscoverAttempts <= idle.FDs-idle.DiscoverAttempts &&
+				after.Goroutines-after.DiscoverWatching <= idle.Goroutines-idle.DiscoverWatching
 			if settled || time.Since(start) > 10*time.Second || ctx.Err() != nil {
 				break
 			}
@@ -365,6 +369,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		rep.Resources.After = after
 		rep.Resources.SettledS = time.Since(start).Seconds()
 		rep.Resources.FDGrowth = after.FDs - idle.FDs
+		rep.Resources.FDGrowthBesides = (after.FDs - after.DiscoverAttempts) - (idle.FDs - idle.DiscoverAttempts)
 		rep.Resources.GoroutineGrowth = (after.Goroutines - after.DiscoverWatching) - (idle.Goroutines - idle.DiscoverWatching)
 	}
 	return finish(rep, o), nil
@@ -480,8 +485,8 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprintf(w, "  virtual lab (QEMU guests, build/bench/lab.json): %s\n", lab)
 	}
 	if res := r.Resources; res != nil {
-		fmt.Fprintf(w, "\nOnramp resources (/proc, SIGUSR1): idle RSS %d KiB, %d threads, %d fds, %d goroutines; after load RSS %d KiB (peak %d KiB), %d threads, %d fds, %d goroutines of which %d watch machines for maintenance mode (growth: %d fds, %d goroutines besides those, %.1f s after the load)\n",
-			res.Idle.RSSKiB, res.Idle.Threads, res.Idle.FDs, res.Idle.Goroutines, res.After.RSSKiB, res.After.HWMKiB, res.After.Threads, res.After.FDs, res.After.Goroutines, res.After.DiscoverWatching, res.FDGrowth, res.GoroutineGrowth, res.SettledS)
+		fmt.Fprintf(w, "\nOnramp resources (/proc, SIGUSR1): idle RSS %d KiB, %d threads, %d fds, %d goroutines; after load RSS %d KiB (peak %d KiB), %d threads, %d fds, %d goroutines of which %d watch machines for maintenance mode, %d discovery attempts in flight (growth besides discovery: %d fds, %d goroutines; %d fds in all; %.1f s after the load)\n",
+			res.Idle.RSSKiB, res.Idle.Threads, res.Idle.FDs, res.Idle.Goroutines, res.After.RSSKiB, res.After.HWMKiB, res.After.Threads, res.After.FDs, res.After.Goroutines, res.After.DiscoverWatching, res.After.DiscoverAttempts, res.FDGrowthBesides, res.GoroutineGrowth, res.FDGrowth, res.SettledS)
 		fmt.Fprintf(w, "  fds idle %v, after %v\n", res.Idle.FDKinds, res.After.FDKinds)
 	}
 	for _, e := range r.Errors {

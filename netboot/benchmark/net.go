@@ -273,7 +273,7 @@ func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration, ready func(
 // how many machines its discovery still watches (one goroutine each, until
 // the node answers or --discover's 15 minutes pass): it sends SIGUSR1 and
 // reads the "runtime" line the process logs in answer.
-func (p *Proc) Goroutines(timeout time.Duration) (goroutines, watching int, err error) {
+func (p *Proc) Goroutines(timeout time.Duration) (runtimeLine, error) {
 	count := func() (int, runtimeLine) {
 		b, _ := os.ReadFile(p.log)
 		lines, last := 0, runtimeLine{}
@@ -290,22 +290,30 @@ func (p *Proc) Goroutines(timeout time.Duration) (goroutines, watching int, err 
 	}
 	before, _ := count()
 	if err := p.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-		return 0, 0, fmt.Errorf("ask %s for its goroutines: %w", p.Name, err)
+		return runtimeLine{}, fmt.Errorf("ask %s for its goroutines: %w", p.Name, err)
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if n, last := count(); n > before {
-			return last.Goroutines, last.DiscoverWatching, nil
+			return last, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return 0, 0, fmt.Errorf("ask %s for its goroutines: no runtime line within %s", p.Name, timeout)
+	return runtimeLine{}, fmt.Errorf("ask %s for its goroutines: no runtime line within %s", p.Name, timeout)
 }
 
 // runtimeLine is what `onramp netboot` logs on SIGUSR1.
 type runtimeLine struct {
 	Goroutines       int `json:"goroutines"`
 	DiscoverWatching int `json:"discover_watching"`
+	DiscoverAttempts int `json:"discover_attempts"`
+}
+
+// Runtime fills s's fields that only the process itself knows.
+func (s *ProcStats) Runtime(p *Proc) {
+	if r, err := p.Goroutines(5 * time.Second); err == nil {
+		s.Goroutines, s.DiscoverWatching, s.DiscoverAttempts = r.Goroutines, r.DiscoverWatching, r.DiscoverAttempts
+	}
 }
 
 // ProcStats is what /proc says about a process.
@@ -320,6 +328,9 @@ type ProcStats struct {
 	// DiscoverWatching is how many of them watch a machine for Talos
 	// maintenance mode: work in progress, not a leak.
 	DiscoverWatching int `json:"discover_watching"`
+	// DiscoverAttempts is how many connection attempts discovery has in
+	// flight (at most 16, each holding a socket while it runs).
+	DiscoverAttempts int `json:"discover_attempts"`
 	// FDKinds counts the descriptors by what they point at ("socket",
 	// "anon_inode:[eventpoll]", "pipe", "file", ...), to tell a growth apart.
 	FDKinds map[string]int `json:"fd_kinds"`

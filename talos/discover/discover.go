@@ -15,6 +15,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"onramp/netboot"
@@ -53,8 +54,9 @@ type Discoverer struct {
 	log  *slog.Logger
 	jobs chan job
 
-	mu      sync.Mutex
-	pending map[string]bool // IP → being probed
+	mu       sync.Mutex
+	pending  map[string]bool // IP → being probed
+	attempts atomic.Int32    // Look calls running now
 }
 
 type job struct{ mac, ip string }
@@ -123,6 +125,10 @@ func (d *Discoverer) Watching() int {
 	return len(d.pending)
 }
 
+// Attempts is how many attempts (connections to port 50000) run now; at
+// most MaxConcurrent.
+func (d *Discoverer) Attempts() int { return int(d.attempts.Load()) }
+
 // Run watches queued machines until ctx ends: one goroutine a machine,
 // which takes one of MaxConcurrent slots only while an attempt runs. So
 // machines that never answer (BMCs, other operating systems, a switch
@@ -154,7 +160,9 @@ func (d *Discoverer) probe(ctx context.Context, j job, sem chan struct{}) {
 		case <-ctx.Done():
 			return
 		}
+		d.attempts.Add(1)
 		attrs, err := d.cfg.Look(ctx, addr)
+		d.attempts.Add(-1)
 		<-sem
 		if err == nil {
 			d.log.Info("node in maintenance mode", "mac", j.mac, "ip", j.ip, "serial", attrs["serial"])
