@@ -2,41 +2,30 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"onramp/netboot"
+	"onramp/netboot/nettest"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines(t *testing.T) []netboot.Event {
+// lines parses what was written so far, one event a line.
+func lines(t *testing.T, out *nettest.LockedBuffer) []netboot.Event {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []netboot.Event
-	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	var got []netboot.Event
+	sc := bufio.NewScanner(strings.NewReader(out.String()))
 	for sc.Scan() {
 		var e netboot.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
-		out = append(out, e)
+		got = append(got, e)
 	}
-	return out
+	return got
 }
 
 // Buffered events reach the reader without Close, within flushAfter and a
@@ -44,27 +33,27 @@ func (l *lockedBuffer) lines(t *testing.T) []netboot.Event {
 // drops what comes after it.
 func TestJSONLinesFlush(t *testing.T) {
 	t.Parallel()
-	var out lockedBuffer
+	var out nettest.LockedBuffer
 	j := newJSONLines(&out)
 	for k := range 100 {
 		j.Emit(netboot.Event{Kind: netboot.EventDHCPAck, MAC: "52:54:00:00:00:01", IP: "10.77.0." + string(rune('0'+k%10))})
 	}
 	deadline := time.Now().Add(2 * time.Second)
-	for len(out.lines(t)) < 100 && time.Now().Before(deadline) {
+	for len(lines(t, &out)) < 100 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if got := out.lines(t); len(got) != 100 {
+	if got := lines(t, &out); len(got) != 100 {
 		t.Fatalf("%d events written without Close, want 100", len(got))
 	}
 	j.Emit(netboot.Event{Kind: netboot.EventDHCPOffer})
 	j.Close()
-	got := out.lines(t)
+	got := lines(t, &out)
 	if len(got) != 101 || got[100].Kind != netboot.EventDHCPOffer {
 		t.Fatalf("after Close: %d events, last %+v", len(got), got[len(got)-1])
 	}
 	j.Emit(netboot.Event{Kind: netboot.EventDHCPAck})
 	time.Sleep(2 * flushAfter)
-	if n := len(out.lines(t)); n != 101 {
+	if n := len(lines(t, &out)); n != 101 {
 		t.Errorf("an event after Close was written (%d lines)", n)
 	}
 }

@@ -3,7 +3,6 @@ package httpboot
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -14,41 +13,6 @@ import (
 	"time"
 )
 
-// polledServer starts a Server on loopback and returns its base URL, the
-// listener (to read its counters) and a stop function that reports how
-// long Run took to return.
-func polledServer(t *testing.T, cfg Config) (string, *sendfileListener, func() time.Duration) {
-	t.Helper()
-	cfg.Addr = "127.0.0.1:0"
-	s, err := New(cfg)
-	must(t, err)
-	a, err := s.Listen()
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	stopped := false
-	stop := func() time.Duration {
-		if stopped {
-			return 0
-		}
-		stopped = true
-		began := time.Now()
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("Run did not return within 20 s of cancel")
-		}
-		return time.Since(began)
-	}
-	t.Cleanup(func() { stop() })
-	return "http://" + a.String(), s.ln.(*sendfileListener), stop
-}
-
 // Large files go through the poll(2) sendfile loop: curl downloads one
 // twice over one kept-alive connection, resumes one from an offset and
 // reads a range across the middle, every byte checked, and the thread
@@ -57,7 +21,8 @@ func TestPolledSendfile(t *testing.T) {
 	t.Parallel()
 	needCurl(t)
 	fx := newAssets(t, 24<<20)
-	base, ln, _ := polledServer(t, Config{Assets: fx.root.FS()})
+	l := startServer(t, Config{Assets: fx.root.FS()})
+	base, ln := l.url, l.ln
 	big := fx.files["talos/v1.14.1/amd64/initramfs.xz"]
 	u := base + "/assets/talos/v1.14.1/amd64/initramfs.xz"
 	dir := t.TempDir()
@@ -102,7 +67,8 @@ func TestPolledSendfile(t *testing.T) {
 func TestPolledSendfileStalledShutdown(t *testing.T) {
 	t.Parallel()
 	fx := newAssets(t, 64<<20)
-	base, ln, stop := polledServer(t, Config{Assets: fx.root.FS(), ShutdownTimeout: 300 * time.Millisecond})
+	l := startServer(t, Config{Assets: fx.root.FS(), ShutdownTimeout: 300 * time.Millisecond})
+	base, ln, stop := l.url, l.ln, l.stop
 	c, err := net.Dial("tcp", base[len("http://"):])
 	must(t, err)
 	defer c.Close()

@@ -20,6 +20,10 @@ import (
 type live struct {
 	url string
 	rec *netboot.Recorder
+	ln  *sendfileListener
+	// stop cancels Run and returns how long it took to return; it runs at
+	// cleanup if the test does not call it.
+	stop func() time.Duration
 }
 
 func startServer(t *testing.T, cfg Config) *live {
@@ -34,18 +38,26 @@ func startServer(t *testing.T, cfg Config) *live {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run = %v", err)
+	var once sync.Once
+	var took time.Duration
+	stop := func() time.Duration {
+		once.Do(func() {
+			began := time.Now()
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run = %v", err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Error("Run did not return within 20s of cancel")
 			}
-		case <-time.After(20 * time.Second):
-			t.Error("Run did not return within 20s of cancel")
-		}
-	})
-	return &live{url: "http://" + a.String(), rec: rec}
+			took = time.Since(began)
+		})
+		return took
+	}
+	t.Cleanup(func() { stop() })
+	return &live{url: "http://" + a.String(), rec: rec, ln: s.ln.(*sendfileListener), stop: stop}
 }
 
 func needCurl(t *testing.T) {
