@@ -96,6 +96,8 @@ func New(cfg Config) (*App, error) {
 	rep := NewReport(site, inst, vault, cfg.Build)
 	handoff := NewHandoff(cfg.DataDir, site, inst, vault, rep, bus, cfg.Logger)
 	site.handedOff = handoff.wipedAt
+	sb := NewSecureBoot(cfg.DataDir, cfg.LabCache, vault, site, bus)
+	machines.onMaintenance = sb.maintenanceSeen
 	return &App{
 		Report:   rep,
 		Handoff:  handoff,
@@ -112,7 +114,7 @@ func New(cfg Config) (*App, error) {
 		Shell:    NewShell(cfg.Mode, cfg.AdminPIN, cfg.AuthRequired),
 		log:      cfg.Logger,
 
-		SecureBoot: NewSecureBoot(cfg.DataDir, cfg.LabCache, vault, site, bus),
+		SecureBoot: sb,
 	}, nil
 }
 

@@ -49,6 +49,10 @@ type PlanDecision struct {
 	// ISO is the enrollment image for kind enroll, relative to the assets
 	// root (SecureBoot.BuildEnrollmentImage writes secureboot/enroll.iso).
 	ISO string `json:"iso,omitempty"`
+	// Then, on an enroll entry, is the machine's own entry the mark
+	// replaced: it is put back when the mark is taken back, so a machine
+	// approved under the allowlist stays approved after enrolling.
+	Then *PlanDecision `json:"then,omitempty"`
 }
 
 // EnrollDecision is the plan entry that boots a machine into SecureBoot key
@@ -78,9 +82,20 @@ func (d PlanDecision) validate(where string) error {
 		if !fs.ValidPath(d.ISO) || d.ISO == "." || !strings.HasSuffix(strings.ToLower(d.ISO), ".iso") {
 			return fmt.Errorf("%s: iso %q must be a relative path under the assets directory ending in .iso", where, d.ISO)
 		}
+		if d.Then != nil {
+			if d.Then.Kind == netboot.BootEnroll || d.Then.Then != nil {
+				return fmt.Errorf("%s.then: what follows enrollment is a kernel, uki or local boot", where)
+			}
+			if err := d.Then.validate(where + ".then"); err != nil {
+				return err
+			}
+		}
 	case netboot.BootLocal:
 	default:
 		return fmt.Errorf("%s: kind %q is not one of kernel, uki, local, enroll", where, d.Kind)
+	}
+	if d.Kind != netboot.BootEnroll && d.Then != nil {
+		return fmt.Errorf("%s: then is only for kind enroll", where)
 	}
 	return nil
 }

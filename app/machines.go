@@ -15,6 +15,9 @@ import (
 // built from the boot services' events. It is the Discover step's model.
 type Machines struct {
 	bus *Bus
+	// onMaintenance, when set, is told each maintenance-mode reading (the
+	// SecureBoot step takes enrollment marks back with it).
+	onMaintenance func(mac string, attrs map[string]string)
 
 	mu   sync.Mutex
 	byID map[string]*MachineView
@@ -63,6 +66,9 @@ func (m *Machines) Emit(e netboot.Event) {
 	}
 	if e.MAC == "" {
 		return
+	}
+	if e.Kind == discover.EventMaintenance && m.onMaintenance != nil {
+		defer m.onMaintenance(e.MAC, e.Attrs)
 	}
 	m.mu.Lock()
 	v, ok := m.byID[e.MAC]

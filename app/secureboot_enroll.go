@@ -21,7 +21,9 @@ import (
 // network boot cannot tell a machine in setup mode from one already
 // enrolled, and an enrolled machine that boots the image again only stops at
 // systemd-boot's menu. Once the machine has enrolled (it resets and comes
-// back with SecureBoot on), UnmarkEnroll takes the mark back.
+// back with SecureBoot on), the mark is taken back by itself when
+// discovery reports SecureBoot on (maintenanceSeen), or by UnmarkEnroll;
+// either way the machine's own entry from before the mark comes back.
 
 // EnrollMachineRequest names the machine by the MAC its firmware boots from.
 type EnrollMachineRequest struct {
@@ -80,7 +82,15 @@ func (s *SecureBoot) MarkEnroll(req EnrollMachineRequest) (EnrollMark, error) {
 	if err != nil {
 		return EnrollMark{}, fmt.Errorf("mark machine for enrollment: %w", err)
 	}
-	prev, had, err := plan.SetMachine(hw, EnrollDecision())
+	mark := EnrollDecision()
+	cur, had := plan.Spec().Machines[hw.String()]
+	switch {
+	case had && cur.Kind == netboot.BootEnroll:
+		mark.Then = cur.Then // marked again: keep what it had before the first mark
+	case had:
+		mark.Then = &cur
+	}
+	prev, had, err := plan.SetMachine(hw, mark)
 	if err != nil {
 		return EnrollMark{}, fmt.Errorf("mark machine for enrollment: %w", err)
 	}
@@ -109,22 +119,67 @@ func (s *SecureBoot) UnmarkEnroll(req EnrollMachineRequest) (EnrollMark, error) 
 	if err != nil {
 		return EnrollMark{}, fmt.Errorf("unmark machine for enrollment: %w", err)
 	}
+	m, err := s.unmarkLocked(plan, hw, map[string]any{"enroll": false})
+	if err != nil {
+		return EnrollMark{}, fmt.Errorf("unmark machine for enrollment: %w", err)
+	}
+	return m, nil
+}
+
+// unmarkLocked takes hw's mark back in plan, puts back the entry it
+// replaced, saves the plan and records it with detail. s.mu is held.
+func (s *SecureBoot) unmarkLocked(plan *BootPlan, hw net.HardwareAddr, detail map[string]any) (EnrollMark, error) {
 	m := EnrollMark{MAC: hw.String(), Note: hw.String() + " boots as planned for every machine at its next network boot."}
 	cur, ok := plan.Spec().Machines[hw.String()]
-	if !ok || cur.Kind != EnrollDecision().Kind {
+	if !ok || cur.Kind != netboot.BootEnroll {
 		m.Note = hw.String() + " was not marked for enrollment; nothing changed."
 		return m, nil
 	}
-	plan.ClearMachine(hw)
-	if plan.Spec().Allowlist {
-		m.Note = hw.String() + " is no longer approved for network boot (the allowlist is on): approve it again to install it."
+	if cur.Then != nil {
+		if _, _, err := plan.SetMachine(hw, *cur.Then); err != nil {
+			return EnrollMark{}, err
+		}
+		m.Note = hw.String() + " boots what it was set to boot before the mark at its next network boot."
+	} else {
+		plan.ClearMachine(hw)
+		if plan.Spec().Allowlist {
+			m.Note = hw.String() + " is no longer approved for network boot (the allowlist is on): approve it again to install it."
+		}
 	}
 	if err := SaveBootPlan(s.planPath(), plan.Spec()); err != nil {
-		return EnrollMark{}, fmt.Errorf("unmark machine for enrollment: %w", err)
+		return EnrollMark{}, err
 	}
 	m.Replaced = &cur
-	s.record(context.Background(), auditSecureBootMark, hw.String(), map[string]any{"enroll": false})
+	s.record(context.Background(), auditSecureBootMark, hw.String(), detail)
+	if s.bus != nil {
+		s.bus.Publish("secureboot:marks", m)
+	}
 	return m, nil
+}
+
+// maintenanceSeen is told what discovery read from a machine in Talos
+// maintenance mode. A machine marked for enrollment that now reports
+// SecureBoot on has enrolled: its mark is taken back, so its next network
+// boot is Talos again, not the enrollment image.
+func (s *SecureBoot) maintenanceSeen(mac string, attrs map[string]string) {
+	if attrs["secureBoot"] != "on" {
+		return
+	}
+	hw, err := parseMachineMAC(mac)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	plan, err := s.loadPlan()
+	if err != nil {
+		return
+	}
+	if cur, ok := plan.Spec().Machines[hw.String()]; !ok || cur.Kind != netboot.BootEnroll {
+		return
+	}
+	s.unmarkLocked(plan, hw, map[string]any{"enroll": false, "automatic": true,
+		"why": "Talos maintenance mode reports SecureBoot on", "serial": attrs["serial"]})
 }
 
 // EnrollMarks lists the machines the boot plan sends into key enrollment.

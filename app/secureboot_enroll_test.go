@@ -12,6 +12,7 @@ import (
 
 	"onramp/lab"
 	"onramp/netboot"
+	"onramp/talos/discover"
 )
 
 func TestMarkEnroll(t *testing.T) {
@@ -46,7 +47,9 @@ func TestMarkEnroll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := PlanSpec{UEFI: &uki, Machines: map[string]PlanDecision{"52:54:00:77:00:3a": EnrollDecision(), "52:54:00:77:00:3b": uki}}
+	marked := EnrollDecision()
+	marked.Then = &uki // put back when the mark is taken back
+	want := PlanSpec{UEFI: &uki, Machines: map[string]PlanDecision{"52:54:00:77:00:3a": marked, "52:54:00:77:00:3b": uki}}
 	if diff := cmp.Diff(want, plan.Spec()); diff != "" {
 		t.Errorf("plan after MarkEnroll (-want +got):\n%s", diff)
 	}
@@ -73,6 +76,75 @@ func TestMarkEnroll(t *testing.T) {
 	plan, _ = LoadBootPlan(sb.planPath())
 	if d, _ := plan.Boot(t.Context(), netboot.Machine{MAC: hw, Arch: netboot.ArchUEFIx64}); d.Kind != netboot.BootUKI {
 		t.Errorf("after UnmarkEnroll the machine boots %+v, want the UEFI default", d)
+	}
+	if diff := cmp.Diff(PlanSpec{UEFI: &uki, Machines: map[string]PlanDecision{"52:54:00:77:00:3a": uki, "52:54:00:77:00:3b": uki}}, plan.Spec()); diff != "" {
+		t.Errorf("plan after UnmarkEnroll: its own entry is not back (-want +got):\n%s", diff)
+	}
+}
+
+// A marked machine that discovery then reads with SecureBoot on has
+// enrolled: its mark goes by itself, and under the allowlist it stays
+// approved (the entry from before the mark comes back). One that reports
+// SecureBoot off keeps its mark, and so does a machine read before it was
+// marked. The bus says so (the audit trail too, with a vault).
+func TestEnrollMarkTakenBackWhenSecureBootOn(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bus := NewBus()
+	sb := NewSecureBoot(dir, "", nil, nil, bus)
+	machines := NewMachines(bus)
+	machines.onMaintenance = sb.maintenanceSeen
+	iso := filepath.Join(dir, "assets", enrollISOAsset)
+	mustOK(t, os.MkdirAll(filepath.Dir(iso), 0o755))
+	mustOK(t, os.WriteFile(iso, []byte("CD001"), 0o644))
+	kernel := PlanDecision{Kind: netboot.BootKernel, Kernel: "talos/vmlinuz", Initrd: "talos/initramfs.xz"}
+	const a, b = "52:54:00:77:00:4a", "52:54:00:77:00:4b"
+	mustOK(t, SaveBootPlan(sb.planPath(), PlanSpec{Allowlist: true, Machines: map[string]PlanDecision{a: kernel, b: kernel}}))
+	for _, mac := range []string{a, b} {
+		if _, err := sb.MarkEnroll(EnrollMachineRequest{MAC: mac}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events, stop := bus.Subscribe()
+	defer stop()
+
+	seen := func(mac, state string) {
+		machines.Emit(netboot.Event{Time: time.Now(), Kind: discover.EventMaintenance, MAC: mac, IP: "10.77.0.50",
+			Attrs: map[string]string{"secureBoot": state, "serial": "SN-" + mac[len(mac)-2:]}})
+	}
+	seen(b, "off") // not enrolled yet: the mark stays
+	seen(a, "on")  // enrolled
+	plan, err := LoadBootPlan(sb.planPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	markedB := EnrollDecision()
+	markedB.Then = &kernel
+	if diff := cmp.Diff(PlanSpec{Allowlist: true, Machines: map[string]PlanDecision{a: kernel, b: markedB}}, plan.Spec()); diff != "" {
+		t.Errorf("plan after the readings (-want +got):\n%s", diff)
+	}
+	hw, _ := net.ParseMAC(a)
+	if d, err := plan.Boot(t.Context(), netboot.Machine{MAC: hw, Arch: netboot.ArchUEFIx64}); err != nil || d.Kind != netboot.BootKernel {
+		t.Errorf("the enrolled machine boots %+v, %v; want Talos' kernel, still approved", d, err)
+	}
+	if marks, _ := sb.EnrollMarks(); len(marks) != 1 || marks[0].MAC != b {
+		t.Errorf("marks left: %+v, want only %s", marks, b)
+	}
+	deadline := time.After(5 * time.Second)
+	for got := false; !got; {
+		select {
+		case msg := <-events:
+			if m, ok := msg.Data.(EnrollMark); ok && msg.Name == "secureboot:marks" {
+				got = m.MAC == a && !m.Enroll
+			}
+		case <-deadline:
+			t.Fatal("no secureboot:marks event for the enrolled machine")
+		}
+	}
+	// Seen with SecureBoot on again: nothing more to take back.
+	seen(a, "on")
+	if marks, _ := sb.EnrollMarks(); len(marks) != 1 {
+		t.Errorf("marks after a second reading: %+v", marks)
 	}
 }
 

@@ -528,7 +528,9 @@ export interface SecureBootStatus {
   dropMicrosoftWarning: string;
 }
 
-/** app.EnrollMark: a machine the boot plan sends into key enrollment. */
+/** app.EnrollMark: a machine the boot plan sends into key enrollment. Event
+ * "secureboot:marks" carries one when the server takes a mark back by itself
+ * (the machine reported SecureBoot on in maintenance mode). */
 export interface EnrollMark {
   mac: string;
   enroll: boolean;

@@ -123,4 +123,22 @@ describe('SecureBoot page', () => {
     expect(f.api.secureboot.unmarkEnroll).toHaveBeenCalledWith('52:54:00:77:00:11');
     expect($('[data-testid=enroll-machine]')?.getAttribute('data-marked')).toBe('false');
   });
+
+  it('shows a mark the server took back when the machine came back with SecureBoot on', async () => {
+    const off = machine('52:54:00:77:00:11', { stage: 'maintenance', attrs: { secureBoot: 'off', serial: 'LAB-0001' } });
+    const f = fakeApi({ machines: [off] });
+    f.api.secureboot = fakeSecureBootApi(secureBootStatusOf({ hasKeys: true, fingerprints: { pk: '1a'.repeat(32), kek: '2b'.repeat(32), db: '3c'.repeat(32), ukiSigningKey: '3c'.repeat(32), pcrSigningKey: '4d'.repeat(32) } }));
+    await render(f);
+    await click('[data-testid=secureboot-build]');
+    await click('[data-testid=enroll-toggle]');
+    expect($('[data-testid=enroll-machine]')?.getAttribute('data-marked')).toBe('true');
+    // The server takes the mark back (the fake forgets it) and says so.
+    await f.api.secureboot.unmarkEnroll('52:54:00:77:00:11');
+    const calls = (f.api.secureboot.enrollMarks as ReturnType<typeof vi.fn>).mock.calls.length;
+    f.emit('secureboot:marks', { mac: '52:54:00:77:00:11', enroll: false, note: 'boots as planned' });
+    await flush();
+    expect((f.api.secureboot.enrollMarks as ReturnType<typeof vi.fn>).mock.calls.length).toBeGreaterThan(calls);
+    expect($('[data-testid=enroll-machine]')?.getAttribute('data-marked')).toBe('false');
+    expect(text('[data-testid=enroll-note]')).toContain('reports SecureBoot on');
+  });
 });
