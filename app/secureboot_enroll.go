@@ -127,7 +127,8 @@ func (s *SecureBoot) UnmarkEnroll(req EnrollMachineRequest) (EnrollMark, error) 
 }
 
 // unmarkLocked takes hw's mark back in plan, puts back the entry it
-// replaced, saves the plan and records it with detail. s.mu is held.
+// replaced, saves the plan and records it with detail; a machine without a
+// mark is left alone (nothing saved or recorded). s.mu is held.
 func (s *SecureBoot) unmarkLocked(plan *BootPlan, hw net.HardwareAddr, detail map[string]any) (EnrollMark, error) {
 	m := EnrollMark{MAC: hw.String(), Note: hw.String() + " boots as planned for every machine at its next network boot."}
 	cur, ok := plan.Spec().Machines[hw.String()]
@@ -173,9 +174,6 @@ func (s *SecureBoot) maintenanceSeen(mac string, attrs map[string]string) {
 	defer s.mu.Unlock()
 	plan, err := s.loadPlan()
 	if err != nil {
-		return
-	}
-	if cur, ok := plan.Spec().Machines[hw.String()]; !ok || cur.Kind != netboot.BootEnroll {
 		return
 	}
 	s.unmarkLocked(plan, hw, map[string]any{"enroll": false, "automatic": true,

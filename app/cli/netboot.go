@@ -34,7 +34,8 @@ to boot from their disks. Talos nodes report back to Onramp on the same address:
 events on --events-port (siderolink events API) and kernel logs on --kmsg-port
 (JSON lines, TCP and UDP); kernel boots get talos.events.sink= and
 talos.logging.kernel= pointing there unless the plan sets them. 0 turns one off.
-SIGUSR1 logs one "runtime" line: goroutines and heap.
+SIGUSR1 logs one "runtime" line: goroutines, heap, and the machines discovery
+watches and is connecting to.
 
 `
 

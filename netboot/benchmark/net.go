@@ -269,11 +269,11 @@ func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration, ready func(
 	}
 }
 
-// Goroutines asks a running `onramp netboot` for its goroutine count and
-// how many machines its discovery still watches (one goroutine each, until
-// the node answers or --discover's 15 minutes pass): it sends SIGUSR1 and
-// reads the "runtime" line the process logs in answer.
-func (p *Proc) Goroutines(timeout time.Duration) (runtimeLine, error) {
+// AskRuntime asks a running `onramp netboot` for its goroutine count and
+// discovery's work in progress (machines watched, one goroutine each until
+// the node answers or 15 minutes pass; attempts in flight, a socket each):
+// it sends SIGUSR1 and reads the "runtime" line the process logs in answer.
+func (p *Proc) AskRuntime(timeout time.Duration) (runtimeLine, error) {
 	count := func() (int, runtimeLine) {
 		b, _ := os.ReadFile(p.log)
 		lines, last := 0, runtimeLine{}
@@ -311,7 +311,7 @@ type runtimeLine struct {
 
 // Runtime fills s's fields that only the process itself knows.
 func (s *ProcStats) Runtime(p *Proc) {
-	if r, err := p.Goroutines(5 * time.Second); err == nil {
+	if r, err := p.AskRuntime(5 * time.Second); err == nil {
 		s.Goroutines, s.DiscoverWatching, s.DiscoverAttempts = r.Goroutines, r.DiscoverWatching, r.DiscoverAttempts
 	}
 }
@@ -322,7 +322,7 @@ type ProcStats struct {
 	HWMKiB  int64 `json:"hwm_kib"`
 	Threads int   `json:"threads"`
 	FDs     int   `json:"fds"`
-	// Goroutines, from the process itself (Proc.Goroutines); 0 when it
+	// Goroutines, from the process itself (Proc.AskRuntime); 0 when it
 	// could not say.
 	Goroutines int `json:"goroutines"`
 	// DiscoverWatching is how many of them watch a machine for Talos

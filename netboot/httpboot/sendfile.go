@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,29 +61,18 @@ type sendfileConn struct {
 	*net.TCPConn
 	l *sendfileListener
 
-	mu     sync.Mutex
-	wdl    time.Time // the write deadline net/http or the handler set
+	wdl    atomic.Pointer[time.Time] // the write deadline net/http or the handler set
 	closed atomic.Bool
 }
 
 func (c *sendfileConn) SetDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wdl = t
-	c.mu.Unlock()
+	c.wdl.Store(&t)
 	return c.TCPConn.SetDeadline(t)
 }
 
 func (c *sendfileConn) SetWriteDeadline(t time.Time) error {
-	c.mu.Lock()
-	c.wdl = t
-	c.mu.Unlock()
+	c.wdl.Store(&t)
 	return c.TCPConn.SetWriteDeadline(t)
-}
-
-func (c *sendfileConn) writeDeadline() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.wdl
 }
 
 // Close first shuts the socket down, so a send waiting in poll returns at
@@ -202,8 +190,8 @@ func (c *sendfileConn) sendLoop(out, in int, off, n int64) (int64, error) {
 		}
 		// The send buffer is full: wait for room, a deadline or Close.
 		wait := pollWake
-		if dl := c.writeDeadline(); !dl.IsZero() {
-			left := time.Until(dl)
+		if dl := c.wdl.Load(); dl != nil && !dl.IsZero() {
+			left := time.Until(*dl)
 			if left <= 0 {
 				return sent, errSendTimeout
 			}

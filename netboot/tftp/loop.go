@@ -62,15 +62,14 @@ func newLoop() (*loop, error) {
 	return &loop{epfd: epfd, evfd: evfd}, nil
 }
 
-// run serves the rest of t on the loop and returns how it ended: oack, if
-// not nil, is sent first and must be acknowledged with ACK 0; tries is how
-// many times the current window was already sent (by send, handing over).
-// d must be t's socket; it is made non-blocking.
-func (l *loop) run(t *xfer, d *dgram, oack []byte, tries int) error {
+// run serves t on the loop and returns how it ended: oack, if not nil, is
+// sent first and must be acknowledged with ACK 0. d must be t's socket; it
+// is made non-blocking.
+func (l *loop) run(t *xfer, d *dgram, oack []byte) error {
 	if err := unix.SetNonblock(d.fd, true); err != nil {
 		return fmt.Errorf("hand transfer to the loop: %w", err)
 	}
-	j := &job{t: t, d: d, oack: oack, tries: tries, done: make(chan error, 1)}
+	j := &job{t: t, d: d, oack: oack, done: make(chan error, 1)}
 	l.load.Add(1)
 	defer l.load.Add(-1)
 	l.mu.Lock()

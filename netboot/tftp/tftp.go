@@ -527,7 +527,7 @@ func (s *Server) transfer(req request, client netip.AddrPort, local netip.Addr, 
 			oack = appendOACK(nil, neg.oack)
 		}
 		s.onLoop.Add(1)
-		err = s.loop().run(t, conn, oack, 0)
+		err = s.loop().run(t, conn, oack)
 		sent = t.ackedBytes()
 	}
 	dur := time.Since(start)
