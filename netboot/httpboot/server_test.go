@@ -176,7 +176,9 @@ func TestRateLimit(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	df, dc := timeit(free.url), timeit(capped.url)
+	// The better of two uncapped runs: on a loaded machine (CI runs the
+	// packages side by side) one curl can take seconds to start.
+	df, dc := min(timeit(free.url), timeit(free.url)), timeit(capped.url)
 	t.Logf("3 MiB: uncapped %v, capped at 1 MiB/s %v", df, dc)
 	if dc < 2*time.Second {
 		t.Errorf("capped download took %v, want >= 2s at 1 MiB/s", dc)
